@@ -1,0 +1,152 @@
+"""Datasets by name: build them, check they are whole, and read a split grouped by class.
+
+This is the data layer's only file I/O: it takes a data folder and returns arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable
+
+import numpy as np
+import tensorflow_datasets as tfds
+import tqdm
+
+from metadiff_jax.data import glyphs
+
+# Dataset name -> its tfds builder class. A new dataset is one entry here.
+DATASETS: dict[str, Callable[..., tfds.core.DatasetBuilder]] = {
+    "kanjivg_glyphs": glyphs.KanjivgGlyphs,
+}
+SPLITS = glyphs.SPLITS
+
+
+class DatasetError(ValueError):
+    """A dataset that is unknown, missing, half-built or corrupt; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassIndexedSplit:
+    """A split's images grouped by class: class c is `images[class_starts[c]:class_starts[c + 1]]`.
+
+    images: uint8 `(num_images, height, width, channels)`, anything that takes integer-array indexing.
+    class_starts: int64 `(num_classes + 1,)`, increasing, from 0 to num_images.
+    identity: names the data exactly (dataset, config, version, split), so saved episodes can be checked.
+    """
+
+    images: np.ndarray
+    class_starts: np.ndarray
+    identity: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_starts) - 1
+
+    @property
+    def class_sizes(self) -> np.ndarray:
+        return np.diff(self.class_starts)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+
+def make_builder(name: str, config: str | None, data_dir: str | pathlib.Path, **kwargs) -> tfds.core.DatasetBuilder:
+    """The builder of dataset `name` with builder config `config` (None: its default) under `data_dir`."""
+    if name not in DATASETS:
+        raise DatasetError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}.")
+    builder_class = DATASETS[name]
+    known_configs = [c.name for c in builder_class.BUILDER_CONFIGS]
+    if config is not None and config not in known_configs:
+        raise DatasetError(
+            f"Dataset {name!r} has no config {config!r}. Known configs: {', '.join(known_configs)} "
+            f"(set it with --config.dataset.config=NAME)."
+        )
+    return builder_class(config=config, data_dir=str(data_dir), file_format="array_record", **kwargs)
+
+
+def dataset_identity(builder: tfds.core.DatasetBuilder) -> str:
+    return f"{builder.name}/{builder.builder_config.name}:{builder.version}"
+
+
+def build(name: str, config: str | None, data_dir: str | pathlib.Path, workers: int | None = None) -> tfds.core.DatasetBuilder:
+    """Builds the dataset if it is not built yet (with a progress bar) and returns its checked builder."""
+    builder = make_builder(name, config, data_dir, workers=workers)
+    if not builder.is_prepared():
+        # tfds' own bars count examples with no total; the builder shows one bar with an ETA instead.
+        tfds.disable_progress_bar()
+        try:
+            builder.download_and_prepare(file_format="array_record")
+        finally:
+            tfds.enable_progress_bar()
+    check_complete(builder)
+    return builder
+
+
+def check_complete(builder: tfds.core.DatasetBuilder) -> None:
+    """Raises DatasetError unless every split's record files are present and non-empty."""
+    identity = dataset_identity(builder)
+    data_path = pathlib.Path(builder.data_dir)
+    if not builder.is_prepared():
+        interrupted = sorted(data_path.parent.glob(f"incomplete.*{builder.version}"))
+        hint = (
+            f" An interrupted build was left in {interrupted[0]}: delete it and build again."
+            if interrupted
+            else ""
+        )
+        raise DatasetError(
+            f"Dataset {identity} is not built in {data_path.parent.parent.parent}.{hint} Build it with "
+            f"`python -m launch.main --config configs/default.py --workdir runs/default` "
+            f"(it builds the default dataset when missing) or `metadiff_jax.data.datasets.build(...)`."
+        )
+    for split in SPLITS:
+        if split not in builder.info.splits:
+            raise DatasetError(f"Dataset {identity} in {data_path} has no {split!r} split: delete {data_path} and build again.")
+        for path in builder.info.splits[split].filepaths:
+            path = pathlib.Path(path)
+            if not path.is_file() or path.stat().st_size == 0:
+                raise DatasetError(
+                    f"Dataset {identity} in {data_path} is half-built or damaged: record file {path.name} of split "
+                    f"{split!r} is missing or empty. Delete {data_path} and build again."
+                )
+
+
+def load_split(builder: tfds.core.DatasetBuilder, split: str, progress: bool = True) -> ClassIndexedSplit:
+    """Reads a whole split into memory, grouped by class (records are stored in class order)."""
+    if split not in SPLITS:
+        raise DatasetError(f"Unknown split {split!r}; splits are {', '.join(SPLITS)}.")
+    check_complete(builder)
+    identity = f"{dataset_identity(builder)}/{split}"
+    try:
+        source = builder.as_data_source(split=split)
+        num_images = len(source)
+        images = np.empty((num_images, *builder.info.features["image"].shape), np.uint8)
+        labels = np.empty((num_images,), np.int64)
+        chunk = 4096
+        for start in tqdm.trange(0, num_images, chunk, desc=f"Reading {identity}", unit="chunk", disable=not progress, leave=False):
+            records = source.__getitems__(list(range(start, min(start + chunk, num_images))))
+            for offset, record in enumerate(records):
+                images[start + offset] = record["image"]
+                labels[start + offset] = record["label"]
+    except (OSError, RuntimeError, ValueError) as error:
+        raise DatasetError(
+            f"Could not read split {split!r} of {identity} from {builder.data_dir}: {error}. The files are damaged; "
+            f"delete {builder.data_dir} and build again."
+        ) from error
+    if num_images and np.any(np.diff(labels) < 0):
+        raise DatasetError(f"{identity}: records are not in class order; delete {builder.data_dir} and build again.")
+    num_classes = int(labels[-1]) + 1 if num_images else 0
+    class_starts = np.searchsorted(labels, np.arange(num_classes + 1)).astype(np.int64)
+    if np.any(np.diff(class_starts) == 0):
+        raise DatasetError(f"{identity}: some class has no images; delete {builder.data_dir} and build again.")
+    return ClassIndexedSplit(images=images, class_starts=class_starts, identity=identity)
+
+
+def summary(builder: tfds.core.DatasetBuilder) -> list[dict[str, int | str]]:
+    """Rows of (split, classes, images) from the dataset's stored info (every builder stores classes_by_split)."""
+    rows = []
+    classes = builder.info.metadata["classes_by_split"]
+    for split in SPLITS:
+        rows.append({"split": split, "classes": len(classes[split]), "images": int(builder.info.splits[split].num_examples)})
+    return rows
