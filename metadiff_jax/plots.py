@@ -1,0 +1,31 @@
+"""Figures people would rather look at than read. Functions return matplotlib figures; callers save them."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from metadiff_jax.data.datasets import ClassIndexedSplit  # noqa: E402
+
+
+def sample_grid(split: ClassIndexedSplit, rows: int = 8, columns: int = 10, seed: int = 0, title: str = "") -> plt.Figure:
+    """`rows` random classes of `split`, each a row of its first `columns` images."""
+    rng = np.random.default_rng(seed)
+    classes = np.sort(rng.choice(split.num_classes, size=min(rows, split.num_classes), replace=False))
+    columns = min(columns, int(split.class_sizes.min()))
+    figure, axes = plt.subplots(len(classes), columns, figsize=(columns * 0.8, len(classes) * 0.8), squeeze=False)
+    for row, class_index in enumerate(classes):
+        for column in range(columns):
+            image = split.images[split.class_starts[class_index] + column]
+            axis = axes[row, column]
+            axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[row, 0].set_ylabel(f"class {class_index}", fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
