@@ -1,0 +1,54 @@
+"""Shared by every benchmark: print a table, write benchmarks/results/<name>.json, update BENCHMARKS.md.
+
+Each benchmark owns one section of BENCHMARKS.md, between `<!-- <name>:start -->` and `<!-- <name>:end -->`;
+a rerun replaces that section (command, date, machine, table) and leaves the others as they are.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    import jax
+
+    devices = jax.devices()
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    columns = list(rows[0])
+    cell = lambda value: (f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}") if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def publish(name: str, rows: list[dict], title: str, notes: str = "") -> None:
+    """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md."""
+    table = markdown_table(rows)
+    print(table)
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    section = (
+        f"<!-- {name}:start -->\n## {title}\n\n"
+        f"`python -m benchmarks.{name}` on {datetime.date.today().isoformat()}, {machine()}.\n\n"
+        + (notes.strip() + "\n\n" if notes else "")
+        + table
+        + f"\n<!-- {name}:end -->"
+    )
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery figure here was written by the command above it.\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
