@@ -1,0 +1,100 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metadiff_jax import denoiser as dn
+from metadiff_jax import diffusion as df
+from metadiff_jax import schedule as sl
+
+DIM, WAYS, SHOTS = 16, 5, 2
+
+
+def make_batch(seed: int, episodes: int = 4) -> df.TrainBatch:
+    rng = np.random.default_rng(seed)
+    targets = rng.standard_normal((episodes, WAYS, DIM)).astype(np.float32)
+    labels = np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), SHOTS), (episodes, 1))
+    support = np.repeat(targets, SHOTS, axis=1) + 0.3 * rng.standard_normal((episodes, WAYS * SHOTS, DIM)).astype(np.float32)
+    return df.TrainBatch(support, labels, targets)
+
+
+def setup(ema_start=2000, learning_rate=1e-3):
+    model = dn.make_denoiser("tcunet", DIM)
+    schedule = sl.linear_schedule(100)
+    optimizer = df.make_optimizer(learning_rate)
+    params = dn.init_params(model, jax.random.PRNGKey(0))
+    step = df.make_train_step(model, schedule, optimizer, ema_decay=0.9, ema_start=ema_start)
+    return model, schedule, optimizer, params, step
+
+
+def test_class_mean_targets_average_every_example_of_a_class():
+    features = np.arange(12, dtype=np.float32).reshape(6, 2)
+    table = df.class_mean_targets(features, np.array([0, 2, 6]))
+    np.testing.assert_allclose(table, [[1, 2], [7, 8]])
+
+
+def test_optimizer_is_adam_with_l2_decay_added_to_the_gradient():
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.5, 0.1])}
+    optimizer = df.make_optimizer(1e-4, 5e-4)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    decayed = np.array([0.5 + 5e-4, 0.1 - 2 * 5e-4])
+    # First Adam step: m_hat = g', v_hat = g'^2, so the update is -lr * g' / (|g'| + 1e-8).
+    np.testing.assert_allclose(updates["w"], -1e-4 * decayed / (np.abs(decayed) + 1e-8), rtol=1e-5)
+
+
+def test_ema_is_a_copy_before_its_start_then_an_average():
+    ema, params = {"w": jnp.array([0.0])}, {"w": jnp.array([1.0])}
+    np.testing.assert_allclose(df.ema_update(ema, params, 5, 0.9, start=10)["w"], [1.0])
+    np.testing.assert_allclose(df.ema_update(ema, params, 10, 0.9, start=10)["w"], [0.1], rtol=1e-6)
+
+
+def test_training_lowers_the_loss_and_updates_the_ema_every_step():
+    model, schedule, optimizer, params, step = setup(ema_start=50)
+    state = df.init_state(params, optimizer)
+    train_step = df.jit_train_step(step)
+    rng = jax.random.PRNGKey(1)
+    keys = jax.random.split(jax.random.PRNGKey(7), 8)
+    evaluate = jax.jit(lambda p, b: jnp.mean(jax.vmap(lambda k: df.diffusion_loss(model, schedule, p, b, k))(keys)))
+    held_out = make_batch(999, episodes=32)
+    before = float(evaluate(params, held_out))
+    for i in range(300):
+        state, metrics = train_step(state, make_batch(i), rng)
+        if i == 20:
+            chex.assert_trees_all_close(state.ema_params, state.params)  # plain copy before ema_start
+    assert int(state.step) == 300 and int(state.diverged_at) == -1
+    after = float(evaluate(state.params, held_out))
+    assert after < 0.8 * before
+    difference = optax.tree.norm(jax.tree_util.tree_map(lambda a, b: a - b, state.ema_params, state.params))
+    assert float(difference) > 0  # an average after ema_start, and it was updated: it is not the init
+    assert float(optax.tree.norm(jax.tree_util.tree_map(lambda a, b: a - b, state.ema_params, params))) > 0
+
+
+def test_outer_step_compiles_once():
+    _, _, optimizer, params, step = setup()
+    traced = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=0)
+    state = df.init_state(params, optimizer)
+    for i in range(4):
+        state, _ = traced(state, make_batch(i), jax.random.PRNGKey(0))
+    assert int(state.step) == 4
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state():
+    _, _, optimizer, params, step = setup()
+    train_step = df.jit_train_step(step)
+    state = df.init_state(params, optimizer)
+    for i in range(3):
+        state, _ = train_step(state, make_batch(i), jax.random.PRNGKey(0))
+    good = jax.tree_util.tree_map(np.asarray, state)
+    poisoned = make_batch(3)
+    poisoned.support_features[0, 0, 0] = np.nan
+    state, metrics = train_step(state, poisoned, jax.random.PRNGKey(0))
+    assert not np.isfinite(float(metrics["loss"]))
+    state, _ = train_step(state, make_batch(4), jax.random.PRNGKey(0))  # a later good batch changes nothing
+    assert int(state.diverged_at) == 3 and int(state.step) == 3
+    chex.assert_trees_all_equal(state.params, good.params)
+    chex.assert_trees_all_equal(state.opt_state, good.opt_state)
+    with pytest.raises(df.TrainingDiverged, match="diverged at step 3.*last good one, after step 3"):
+        df.raise_if_diverged(state, metrics)
