@@ -1,0 +1,155 @@
+"""Evaluation on fixed episodes: accuracy +- 95% CI, paired differences, accuracy along the sampler.
+
+CI convention (the reference's and the field's): mean +- 1.96 * std / sqrt(n) over per-episode accuracies,
+std with ddof = 0. A paired difference is the same statistic over per-episode differences between two
+methods on the same episodes, which is far tighter than comparing two independent intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metadiff_jax import base_learner
+from metadiff_jax import sampler as sampler_lib
+from metadiff_jax.data import episodes as episodes_lib
+from metadiff_jax.data.datasets import ClassIndexedSplit
+
+
+class FeatureEpisodes(NamedTuple):
+    """Episodes over features: support `(E, ways * shots, d)` / `(E, ways * shots)`, query likewise."""
+
+    support_features: np.ndarray
+    support_labels: np.ndarray
+    query_features: np.ndarray
+    query_labels: np.ndarray
+
+
+def fixed_episodes(split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, count: int = 600, seed: int = 0) -> tuple[FeatureEpisodes, str]:
+    """The fixed test episodes 0 .. count-1 of `seed` over a feature split, and the sha256 of their plan."""
+    plan = episodes_lib.sample_plan(split, spec, seed, np.arange(count))
+    batch = episodes_lib.gather(split, plan)
+    episodes = FeatureEpisodes(batch.support_images, batch.support_labels, batch.query_images, batch.query_labels)
+    return episodes, episodes_lib.plan_hash(plan)
+
+
+class InputError(ValueError):
+    """Episodes that do not fit the model: the message names the mismatch and the fix."""
+
+
+def check_episodes(episodes: FeatureEpisodes, ways: int, dim: int) -> None:
+    """Raises InputError for shapes that disagree, labels outside 0..ways-1, an empty class, or NaN/Inf."""
+    support, query = np.asarray(episodes.support_features), np.asarray(episodes.query_features)
+    if support.ndim != 3 or query.ndim != 3:
+        raise InputError(
+            f"features must be (episodes, examples, dim); got support {support.shape} and query {query.shape}."
+        )
+    for name, features in (("support", support), ("query", query)):
+        if features.shape[-1] != dim:
+            raise InputError(
+                f"{name} features have dim {features.shape[-1]} but the denoiser was built for dim {dim}: build it "
+                f"with dim={features.shape[-1]} or use features of dim {dim}."
+            )
+        if not np.all(np.isfinite(features)):
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(features))[0])
+            raise InputError(f"{name} features hold NaN or Inf (first at index {bad}); fix the feature extractor or cache.")
+    for name, features, labels in (
+        ("support", support, episodes.support_labels),
+        ("query", query, episodes.query_labels),
+    ):
+        labels = np.asarray(labels)
+        if labels.shape != features.shape[:2]:
+            raise InputError(f"{name} labels have shape {labels.shape}, expected {features.shape[:2]} (one per example).")
+        if labels.min() < 0 or labels.max() >= ways:
+            raise InputError(
+                f"{name} labels run from {labels.min()} to {labels.max()} but ways = {ways}: labels must be 0 .. {ways - 1}."
+            )
+    counts = np.stack([np.bincount(row, minlength=ways) for row in np.asarray(episodes.support_labels)])
+    if np.any(counts == 0):
+        episode = int(np.argwhere(counts == 0)[0][0])
+        raise InputError(f"episode {episode} has a class with no support example; every one of the {ways} ways needs one.")
+
+
+def mean_ci95(values) -> tuple[float, float]:
+    """(mean, 1.96 * std / sqrt(n)) of per-episode values."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(1.96 * values.std() / np.sqrt(len(values)))
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodResult:
+    method: str
+    ways: int
+    shots: int
+    episodes: int
+    accuracy: float
+    ci95: float
+    paired_diff: float | None = None  # against the prototype classifier on the same episodes
+    paired_ci95: float | None = None
+
+
+def summarize(method: str, accuracies, ways: int, shots: int, reference=None) -> MethodResult:
+    """Accuracy +- CI of one method, and its paired difference against `reference` accuracies if given."""
+    accuracy, ci95 = mean_ci95(accuracies)
+    diff = diff_ci = None
+    if reference is not None:
+        diff, diff_ci = mean_ci95(np.asarray(accuracies) - np.asarray(reference))
+    return MethodResult(method, ways, shots, len(accuracies), accuracy, ci95, diff, diff_ci)
+
+
+@jax.jit
+def episode_accuracies(weights, query_features, query_labels, scale: float = 10.0):
+    """Per-episode query accuracy of cosine classifiers: `(E, ways, d)` -> `(E,)`."""
+    logits = jax.vmap(lambda w, q: base_learner.cosine_logits(w, q, scale))(weights, query_features)
+    return jnp.mean(jnp.argmax(logits, axis=-1) == query_labels, axis=-1)
+
+
+def prototype_weights(support_features, support_labels, ways: int):
+    """The prototype classifier's weights (Meta-Baseline style): `(E, ways, d)`."""
+    return jax.vmap(lambda f, l: base_learner.prototypes(f, l, ways))(jnp.asarray(support_features), jnp.asarray(support_labels))
+
+
+def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: int, scale: float = 10.0, chunk: int = 600):
+    """Returns evaluate(params, episodes, rng) -> (per-episode accuracies `(E,)`, accuracy per step `(S,)`).
+
+    The per-task sampler is vmapped over up to `chunk` episodes at a time and jitted once; the accuracy
+    along the reverse process is observed inside the scan (one number per step, not the weights).
+    """
+
+    def run(params, support_features, support_labels, query_features, query_labels, episode_ids, rng):
+        def sample_one(f, l, qf, ql, key):
+            observe = lambda w: base_learner.accuracy(base_learner.cosine_logits(w, qf, scale), ql)
+            task = sampler_lib.make_sample_task(denoiser, schedule, config, observe)
+            weights, per_step = task(params, f, l, key, ways)
+            return base_learner.accuracy(base_learner.cosine_logits(weights, qf, scale), ql), per_step
+
+        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(episode_ids)
+        return jax.vmap(sample_one)(support_features, support_labels, query_features, query_labels, keys)
+
+    run = jax.jit(run)
+
+    def evaluate(params, episodes: FeatureEpisodes, rng):
+        check_episodes(episodes, ways, denoiser.dim)
+        accuracies, per_step = [], []
+        total = len(episodes.support_features)
+        for start in range(0, total, chunk):
+            part = slice(start, min(start + chunk, total))
+            acc, steps = run(
+                params,
+                jnp.asarray(episodes.support_features[part], jnp.float32),
+                jnp.asarray(episodes.support_labels[part], jnp.int32),
+                jnp.asarray(episodes.query_features[part], jnp.float32),
+                jnp.asarray(episodes.query_labels[part], jnp.int32),
+                jnp.arange(part.start, part.stop),
+                rng,
+            )
+            accuracies.append(np.asarray(acc))
+            per_step.append(np.asarray(steps))
+        per_step = np.concatenate(per_step)
+        return np.concatenate(accuracies), per_step.mean(axis=0)
+
+    return evaluate
