@@ -96,14 +96,19 @@ def sample_plan(split: ClassIndexedSplit, spec: EpisodeSpec, seed: int, episode_
         raise EpisodeError("episode ids must be non-negative.")
     per_class = spec.shots + spec.queries
     sizes, starts = split.class_sizes, split.class_starts
+    slots = np.arange(int(sizes.max()))
     classes = np.empty((len(episode_ids), spec.ways), np.int32)
     picks = np.empty((len(episode_ids), spec.ways, per_class), np.int64)
     for row, episode in enumerate(episode_ids):
         rng = episode_rng(seed, int(episode))
         chosen = rng.choice(split.num_classes, spec.ways, replace=False)
         classes[row] = chosen
-        for way, class_index in enumerate(chosen):
-            picks[row, way] = starts[class_index] + rng.choice(sizes[class_index], per_class, replace=False)
+        # One random key per (class, image slot); slots past a class's size sort last. Ranking the keys
+        # draws every class's images without replacement in one call instead of one call per class.
+        chosen_sizes = sizes[chosen]
+        keys = rng.random((spec.ways, chosen_sizes.max()))
+        keys[slots[None, : keys.shape[1]] >= chosen_sizes[:, None]] = 2.0
+        picks[row] = starts[chosen][:, None] + np.argsort(keys, axis=1)[:, :per_class]
     support = picks[:, :, : spec.shots].reshape(len(episode_ids), -1)
     query = picks[:, :, spec.shots :].reshape(len(episode_ids), -1)
     return EpisodePlan(classes=classes, support_indices=support, query_indices=query)
