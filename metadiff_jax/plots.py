@@ -29,3 +29,24 @@ def sample_grid(split: ClassIndexedSplit, rows: int = 8, columns: int = 10, seed
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def accuracy_per_step(curves: dict[str, np.ndarray], baselines: dict[str, float] | None = None, title: str = "") -> plt.Figure:
+    """Query accuracy (%) along the reverse process, one line per method; horizontal lines for baselines.
+
+    curves: name -> accuracy after each sampler step `(steps,)`, in [0, 1].
+    """
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for name, curve in curves.items():
+        axis.plot(np.arange(1, len(curve) + 1), 100 * np.asarray(curve), label=name)
+    for name, value in (baselines or {}).items():
+        axis.axhline(100 * value, linestyle="--", color="gray", linewidth=1)
+        axis.annotate(name, (1, 100 * value), textcoords="offset points", xytext=(2, 3), fontsize=8, color="gray")
+    axis.set_xlabel("denoising step (of the reverse process)")
+    axis.set_ylabel("query accuracy (%)")
+    axis.legend(fontsize=8, loc="lower right")
+    axis.grid(alpha=0.3)
+    if title:
+        axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure

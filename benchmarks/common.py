@@ -1,0 +1,41 @@
+"""Timing helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def median_seconds(run, repeats: int = 5) -> float:
+    """Median wall time of `run()` (which must block until its result is ready) over `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate through XLA: the best of `repeats` size x size products."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    product = jax.jit(lambda x: x @ x)
+    product(a).block_until_ready()
+    best = min(median_seconds(lambda: product(a).block_until_ready(), 1) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def tcunet_matmul_flops(dim: int, ways: int, support: int, time_dim: int = 320) -> tuple[int, int]:
+    """(per-episode, per-step shared) matmul FLOPs of one TCUNet call.
+
+    Per episode: the five row layers on `ways` rows and the support gradient's class sums. Shared by all
+    episodes at one step (t is the same): the time-embedding projections, computed once per step.
+    """
+    wide, narrow = dim // 2, dim // 4
+    rows = dim * wide + wide * narrow + narrow * narrow + narrow * wide + wide * dim
+    per_episode = 2 * ways * rows + 2 * ways * support * dim
+    shared = 2 * (time_dim * time_dim // 2 + time_dim // 2 + time_dim * (wide + narrow + narrow + wide + dim))
+    return per_episode, shared
