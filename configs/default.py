@@ -1,9 +1,12 @@
-"""The default run: the embedded KanjiVG glyph dataset at 28 x 28, 5-way episodes.
+"""The default run on a laptop CPU: the embedded KanjiVG glyph dataset at 28 x 28, Conv-4, MetaDiff.
 
     python -m launch.main --config configs/default.py --workdir runs/default
 
-Builds the dataset on first use (about 2 minutes on 2 cores; reused afterwards) and prints its summary.
-Override any key on the command line, e.g. `--config.episodes.shots=5`.
+Builds the dataset if missing (about 2 minutes on 2 cores, reused afterwards), pretrains Conv-4 on the
+4,290 training classes, caches features of every split, meta-trains MetaDiff for 5-way 1-shot and 5-shot,
+and evaluates both on 600 fixed test episodes beside the prototype classifier on the same features and
+episodes. About 15 minutes on 2 cores (BENCHMARKS.md). Override any key on the command line, e.g.
+`--config.pretrain.epochs=10`. Results are on renders of glyph stroke data, not Omniglot.
 """
 
 import ml_collections
@@ -23,7 +26,42 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.episodes = ml_collections.ConfigDict()
     config.episodes.ways = 5
-    config.episodes.shots = 1
     config.episodes.queries = 15
+    config.episodes.shots = (1, 5)  # one MetaDiff model is trained and evaluated per shot count
     config.episodes.test_episodes = 600
+    config.episodes.test_seed = 2024
+
+    config.backbone = ml_collections.ConfigDict()
+    config.backbone.name = "conv4"
+
+    config.pretrain = ml_collections.ConfigDict()
+    config.pretrain.epochs = 6  # the reference recipe runs 100 epochs; shortened to fit the CPU budget
+    config.pretrain.batch_size = 128
+    config.pretrain.learning_rate = 0.1
+    config.pretrain.momentum = 0.9
+    config.pretrain.weight_decay = 5e-4
+    config.pretrain.milestones = (0.6, 0.8, 0.9)
+    config.pretrain.rotation = False
+    config.pretrain.shift = 2
+    config.pretrain.flip = False  # a mirrored character is another character
+    config.pretrain.validation_episodes = 200
+
+    config.metadiff = ml_collections.ConfigDict()
+    config.metadiff.denoiser = "tcunet"
+    # "normalized_gradient" (W - p) measured better than the reference's "gradient" 2K (W - p) on this
+    # dataset at both shot counts (README); set "gradient" to run the reference form.
+    config.metadiff.condition = "normalized_gradient"
+    # Scale features so that MetaDiff's targets have unit standard deviation (the scale of its noise).
+    config.metadiff.unit_scale_targets = True
+    config.metadiff.schedule = "linear"
+    config.metadiff.timesteps = 1000
+    config.metadiff.steps = 20_000
+    config.metadiff.batch_size = 8
+    config.metadiff.learning_rate = 1e-4
+    config.metadiff.weight_decay = 5e-4
+    config.metadiff.ema_decay = 0.999  # the reference's 0.9999 averages over most of a 10k-step run
+    config.metadiff.ema_start = 200
+    config.metadiff.sampler = "ddpm_mean"
+    config.metadiff.sampler_steps = 0  # ddim only; 0 means T
+    config.metadiff.start = "noise"
     return config

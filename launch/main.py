@@ -1,17 +1,16 @@
 """The main entry point: `python -m launch.main --config configs/<name>.py --workdir DIR`.
 
-Any config key can be overridden as `--config.key=value` (e.g. `--config.episodes.shots=5`).
-Today the job builds the configured dataset if it is missing, checks that it can supply the configured
-episodes, prints the classes and images of each split, and writes to DIR:
-  dataset_summary.json   the summary, the dataset's identity and the config;
-  data_samples.png       a grid of renders, one row a class.
+Any config key can be overridden as `--config.key=value` (e.g. `--config.pretrain.epochs=10`).
+The job (launch/pipeline.py): builds the dataset if missing, pretrains the backbone, caches features,
+meta-trains MetaDiff per shot count, evaluates it beside the prototype classifier on fixed test episodes,
+and writes to DIR: results.json, results.md, plots/, tensorboard/, checkpoints/ (orbax), features/,
+test_episodes_<K>shot.npz. A rerun skips every stage already done and says so; a DIR holding a run with
+another config is refused before any work.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import pathlib
 import sys
 
@@ -20,10 +19,6 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (a get_config() module).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for this run's outputs.", required=True)
-
-
-class UsageError(ValueError):
-    """Bad input found before any long work; the message says how to fix it."""
 
 
 def unknown_config_keys(argv: list[str]) -> list[str]:
@@ -67,6 +62,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def prepare_workdir(path: str) -> pathlib.Path:
+    from launch.pipeline import UsageError
+
     workdir = pathlib.Path(path)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -78,50 +75,18 @@ def prepare_workdir(path: str) -> pathlib.Path:
     return workdir
 
 
-def data_dir(config) -> pathlib.Path:
-    import tensorflow_datasets as tfds
-
-    return pathlib.Path(config.dataset.data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR).expanduser()
-
-
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def run(config, workdir: pathlib.Path) -> None:
-    from metadiff_jax.data import datasets, episodes
-    from metadiff_jax import plots
-
-    builder = datasets.build(config.dataset.name, config.dataset.config, data_dir(config), workers=config.dataset.workers or None)
-    spec = episodes.EpisodeSpec(config.episodes.ways, config.episodes.shots, config.episodes.queries)
-    splits = {name: datasets.load_split(builder, name) for name in datasets.SPLITS}
-    for split in splits.values():
-        episodes.check_spec(split, spec)
-
-    rows = datasets.summary(builder)
-    identity = datasets.dataset_identity(builder)
-    print(f"\nDataset {identity} in {builder.data_dir}")
-    print("(renders of real glyph stroke data from KanjiVG, not Omniglot)" if config.dataset.name == "kanjivg_glyphs" else "")
-    print(format_table(rows, ["split", "classes", "images"]))
-    summary = {"dataset": identity, "data_dir": str(builder.data_dir), "splits": rows, "config": config.to_dict()}
-    (workdir / "dataset_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    figure = plots.sample_grid(splits["train"], rows=8, columns=10, seed=config.seed, title=identity)
-    figure.savefig(workdir / "data_samples.png", dpi=100)
-    print(f"\nWrote {workdir / 'dataset_summary.json'} and {workdir / 'data_samples.png'}")
-
-
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    from launch import pipeline
     from metadiff_jax.data.datasets import DatasetError
     from metadiff_jax.data.episodes import EpisodeError
+    from metadiff_jax.diffusion import TrainingDiverged
 
     try:
-        run(_CONFIG.value, prepare_workdir(_WORKDIR.value))
-    except (UsageError, DatasetError, EpisodeError) as error:
+        pipeline.run(_CONFIG.value, prepare_workdir(_WORKDIR.value))
+    except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -50,3 +50,22 @@ def accuracy_per_step(curves: dict[str, np.ndarray], baselines: dict[str, float]
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def training_loss(losses: dict[str, np.ndarray], title: str = "", window: int = 100) -> plt.Figure:
+    """Per-step training losses, one line per run, smoothed by a moving average of `window` steps."""
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for name, values in losses.items():
+        values = np.asarray(values, np.float64)
+        width = max(1, min(window, len(values) // 5))
+        smoothed = np.convolve(values, np.ones(width) / width, mode="valid")
+        axis.plot(np.arange(width, len(values) + 1), smoothed, label=name)
+    axis.set_xlabel("training step")
+    axis.set_ylabel(f"loss (moving average over {window} steps)")
+    axis.set_yscale("log")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    if title:
+        axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure

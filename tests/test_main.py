@@ -9,6 +9,13 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = [
+    "--config.pretrain.epochs=1",
+    "--config.pretrain.validation_episodes=20",
+    "--config.metadiff.steps=30",
+    "--config.metadiff.timesteps=50",
+    "--config.episodes.test_episodes=20",
+]
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:
@@ -22,24 +29,42 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_main_job_prints_the_dataset_summary_and_writes_its_outputs(small_data_dir, tmp_path):
-    result = run_main("--workdir", str(tmp_path / "run"), f"--config.dataset.data_dir={small_data_dir}")
-    assert result.returncode == 0, result.stderr
-    assert "| train | 64 | 1280 |" in result.stdout
-    assert "| validation | 16 | 320 |" in result.stdout
-    assert "| test | 20 | 400 |" in result.stdout
-    assert "not Omniglot" in result.stdout
-    summary = json.loads((tmp_path / "run" / "dataset_summary.json").read_text())
-    assert summary["dataset"] == "kanjivg_glyphs/small:1.0.0"
-    assert summary["config"]["episodes"]["ways"] == 5
-    assert (tmp_path / "run" / "data_samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_main_job_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
+    workdir, data = tmp_path / "run", tmp_path / "data"
+    first = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Rendering kanjivg_glyphs/small" in first.stderr  # the dataset was missing: built, with a progress bar
+    assert "| train | 64 | 1280 |" in first.stdout and "not Omniglot" in first.stdout
+    assert "| method | ways | shots | episodes | accuracy (%) | paired diff vs prototypes (points) |" in first.stdout
 
+    results = json.loads((workdir / "results.json").read_text())
+    rows = {(r["method"], r["shots"]): r for r in results["results"]}
+    assert set(rows) == {("prototypes", 1), ("metadiff", 1), ("prototypes", 5), ("metadiff", 5)}
+    for row in rows.values():
+        assert row["ways"] == 5 and row["episodes"] == 20 and 0 <= row["accuracy"] <= 1 and row["ci95"] >= 0
+    assert rows[("metadiff", 1)]["paired_diff"] is not None and rows[("prototypes", 1)]["paired_diff"] is None
+    assert results["dataset"] == "kanjivg_glyphs/small:1.0.0" and results["seed"] == 0
+    assert set(results["test_episodes_sha256"]) == {"1", "5"} and results["versions"]["jax"]
+    assert results["config"]["metadiff"]["steps"] == 30
+    for name in ("data_samples", "accuracy_per_step", "training_loss"):
+        assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "tensorboard").iterdir())
+    for checkpoint in ("backbone", "metadiff_1shot", "metadiff_5shot"):
+        assert (workdir / "checkpoints" / checkpoint).is_dir()
+    assert (workdir / "test_episodes_1shot.npz").is_file()
 
-def test_main_job_builds_a_missing_dataset(tmp_path):
-    result = run_main("--workdir", str(tmp_path / "run"), f"--config.dataset.data_dir={tmp_path / 'data'}")
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "data" / "kanjivg_glyphs" / "small" / "1.0.0" / "dataset_info.json").is_file()
-    assert "Rendering kanjivg_glyphs/small" in result.stderr  # the progress bar
+    second = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
+    assert second.returncode == 0, second.stderr[-3000:]
+    for stage in ("[pretrain] done earlier", "[features] cached", "[metadiff 1-shot] done earlier", "[metadiff 5-shot] done earlier"):
+        assert stage in second.stdout
+    rerun = json.loads((workdir / "results.json").read_text())
+    assert rerun["results"] == results["results"]  # the same checkpoints and episodes give the same numbers
+
+    before = (workdir / "results.json").read_bytes()
+    other = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY[:-1], "--config.episodes.test_episodes=30")
+    assert other.returncode == 2
+    assert "holds another run: its config differs at episodes.test_episodes" in other.stderr
+    assert (workdir / "results.json").read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -50,13 +75,16 @@ def test_main_job_builds_a_missing_dataset(tmp_path):
         ("--config.dataset.config=32px", "no config '32px'. Known configs: 28px, 84px, small"),
         ("--config.episodes.ways=30", "30-way episodes need 30 classes"),
         ("--config.episodes.queries=25", "shots + queries = 1 + 25 = 26"),
+        ("--config.metadiff.sampler_steps=500", "Cannot sample with 500 steps: the schedule has T = 100"),
+        ("--config.backbone.name=vit", "Unknown backbone.name 'vit'"),
     ],
 )
-def test_bad_input_is_a_clear_error_not_a_traceback(small_data_dir, tmp_path, override, message):
+def test_bad_input_is_a_clear_error_before_any_long_work(small_data_dir, tmp_path, override, message):
     result = run_main("--workdir", str(tmp_path / "run"), f"--config.dataset.data_dir={small_data_dir}", override)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "run.json").exists()  # nothing recorded: fixing the flag reuses the workdir
 
 
 def test_unwritable_workdir_is_refused_before_any_work(small_data_dir, tmp_path):

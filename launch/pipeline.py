@@ -1,0 +1,307 @@
+"""The main job's stages, each skipped on a rerun when its output is already in the workdir.
+
+dataset -> pretrain the backbone -> feature cache -> per shot count: meta-train MetaDiff -> evaluate.
+This is the file-and-flag layer: the library functions it calls take arrays and return arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorboardX
+
+from metadiff_jax import backbones, denoiser, diffusion, evaluate, plots, pretrain, sampler, schedule, train
+from metadiff_jax.data import datasets, episodes
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "tensorflow-datasets", "numpy", "kanjivg")
+
+
+class UsageError(ValueError):
+    """Bad input found before any long work; the message says how to fix it."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def check_run_identity(workdir: pathlib.Path, config) -> None:
+    """Refuses a workdir that holds another run (a different config), before anything is written to it."""
+    record = workdir / "run.json"
+    if not record.exists():
+        return
+    try:
+        previous = json.loads(record.read_text())["config"]
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"{record} is not a run record ({error}); use a new --workdir.") from error
+    current = json.loads(config.to_json())
+    if previous != current:
+        differing = sorted(_differences(previous, current))
+        raise UsageError(
+            f"{workdir} holds another run: its config differs at {', '.join(differing)}. Nothing was changed. "
+            "Use a new --workdir, or delete this one to start over."
+        )
+
+
+def record_run(workdir: pathlib.Path, config) -> None:
+    record = workdir / "run.json"
+    if not record.exists():
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        record.write_text(json.dumps({"config": json.loads(config.to_json()), "started": started}, indent=2))
+
+
+def _differences(a, b, prefix: str = ""):
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            yield from _differences(a[key], b[key], name + ".")
+        elif a.get(key) != b.get(key):
+            yield name
+
+
+def data_dir(config) -> pathlib.Path:
+    import tensorflow_datasets as tfds
+
+    return pathlib.Path(config.dataset.data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR).expanduser()
+
+
+def episode_specs(config) -> dict[int, episodes.EpisodeSpec]:
+    shots = config.episodes.shots
+    shots = (shots,) if isinstance(shots, int) else tuple(shots)
+    return {k: episodes.EpisodeSpec(config.episodes.ways, int(k), config.episodes.queries) for k in shots}
+
+
+def pretrain_config(config) -> pretrain.PretrainConfig:
+    fields = {f.name for f in dataclasses.fields(pretrain.PretrainConfig)}
+    values = {k: v for k, v in config.pretrain.to_dict().items() if k in fields}
+    values["milestones"] = tuple(values["milestones"])
+    return pretrain.PretrainConfig(**values, seed=config.seed)
+
+
+def metadiff_train_config(config) -> train.TrainConfig:
+    m = config.metadiff
+    return train.TrainConfig(m.steps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.ema_start, seed=config.seed)
+
+
+def sampler_config(config) -> sampler.SamplerConfig:
+    m = config.metadiff
+    return sampler.SamplerConfig(m.sampler, m.sampler_steps or None, m.start)
+
+
+def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
+    """Every check that can fail before long work starts."""
+    for spec in episode_specs(config).values():
+        for split in splits.values():
+            episodes.check_spec(split, spec)
+    if config.metadiff.denoiser not in denoiser.DENOISERS:
+        raise UsageError(f"Unknown metadiff.denoiser {config.metadiff.denoiser!r}; known: {', '.join(denoiser.DENOISERS)}.")
+    if config.backbone.name not in backbones.BACKBONES:
+        raise UsageError(f"Unknown backbone.name {config.backbone.name!r}; known: {', '.join(backbones.BACKBONES)}.")
+    try:
+        sampler_config(config).validate(config.metadiff.timesteps)
+        schedule.make_schedule(config.metadiff.schedule, config.metadiff.timesteps)
+    except ValueError as error:
+        raise UsageError(f"metadiff config: {error}") from error
+    for key in ("steps", "batch_size", "timesteps"):
+        if config.metadiff[key] < 1:
+            raise UsageError(f"metadiff.{key} must be at least 1, got {config.metadiff[key]}.")
+    if config.pretrain.epochs < 1:
+        raise UsageError(f"pretrain.epochs must be at least 1, got {config.pretrain.epochs}.")
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+    return ocp.StandardCheckpointer()
+
+
+def _saved(path: pathlib.Path) -> bool:
+    return (path / "commit_success.txt").exists() or (path / "_CHECKPOINT_METADATA").exists()
+
+
+def stage_pretrain(config, workdir: pathlib.Path, splits, writer):
+    """Pretrained backbone variables: restored from workdir/checkpoints/backbone, or trained and saved there."""
+    backbone = backbones.make_backbone(config.backbone.name)
+    path = (workdir / "checkpoints" / "backbone").absolute()
+    abstract = jax.eval_shape(lambda: backbones.init_variables(backbone, jax.random.PRNGKey(0), splits["train"].image_shape))
+    if _saved(path):
+        say(f"[pretrain] done earlier: restoring {path}")
+        return backbone, _checkpointer().restore(path, abstract)
+    say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs")
+    variables, history = pretrain.pretrain(backbone, splits["train"], splits["validation"], pretrain_config(config))
+    for record in history:
+        writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
+        writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])
+    (workdir / "pretrain_history.json").write_text(json.dumps(history, indent=2))
+    checkpointer = _checkpointer()
+    checkpointer.save(path, variables)
+    checkpointer.wait_until_finished()
+    return backbone, variables
+
+
+def feature_cache_key(variables, dataset_identity: str) -> str:
+    """sha256 of the backbone's weights and the dataset's identity: a new key when either changes."""
+    digest = hashlib.sha256(dataset_identity.encode())
+    for leaf in jax.tree_util.tree_leaves(variables):
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_features(workdir: pathlib.Path, backbone, variables, splits, dataset_identity: str):
+    """Features of every split from the frozen backbone, cached in workdir/features/<key>.npz."""
+    key = feature_cache_key(variables, dataset_identity)
+    path = workdir / "features" / f"{key}.npz"
+    if path.exists():
+        say(f"[features] cached for this backbone and dataset: {path}")
+        with np.load(path) as cached:
+            arrays = {name: cached[name] for name in splits}
+    else:
+        say("[features] encoding every split with the frozen backbone")
+        encode = pretrain.make_encoder(backbone)
+        arrays = {name: encode(variables, split.images, progress=True, description=f"Encoding {name}") for name, split in splits.items()}
+        path.parent.mkdir(exist_ok=True)
+        temporary = path.with_suffix(".partial.npz")
+        np.savez(temporary, **arrays)
+        temporary.rename(path)  # a killed run never leaves a half-written cache under the final name
+    return {
+        name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}")
+        for name, split in splits.items()
+    }
+
+
+def scale_to_unit_targets(features):
+    """Multiplies every split by 1 / std of the train class means, so MetaDiff's targets W0 have unit scale.
+
+    Diffusion assumes data on the scale of its N(0, I) noise; pooled ReLU features are not (Conv-4's have
+    norms near 40). One scalar for all splits leaves cosine classifiers, and so the prototype baseline,
+    unchanged. Returns (scaled splits, the scale).
+    """
+    targets = diffusion.class_mean_targets(features["train"].images, features["train"].class_starts)
+    scale = float(1.0 / targets.std())
+    scaled = {name: dataclasses.replace(split, images=(split.images * scale).astype(np.float32)) for name, split in features.items()}
+    return scaled, scale
+
+
+def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, writer):
+    """MetaDiff for `shots`: restored from workdir/checkpoints/metadiff_<shots>shot, or trained and saved."""
+    dim = features["train"].images.shape[-1]
+    kwargs = {"condition": config.metadiff.condition} if config.metadiff.denoiser == "tcunet" else {}
+    model = denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs)
+    noise = schedule.make_schedule(config.metadiff.schedule, config.metadiff.timesteps)
+    path = (workdir / "checkpoints" / f"metadiff_{shots}shot").absolute()
+    losses_path = workdir / f"metadiff_{shots}shot_losses.npy"
+    params = denoiser.init_params(model, jax.random.PRNGKey(config.seed))
+    if _saved(path) and losses_path.exists():
+        say(f"[metadiff {shots}-shot] done earlier: restoring {path}")
+        abstract = jax.eval_shape(lambda: {"params": params, "ema_params": params})
+        restored = _checkpointer().restore(path, abstract)
+        return model, noise, restored["ema_params"], np.load(losses_path)
+    say(f"[metadiff {shots}-shot] meta-training {config.metadiff.steps} steps on {features['train'].num_classes} base classes")
+    state, losses = train.train_denoiser(model, noise, params, features["train"], spec, metadiff_train_config(config))
+    for step in range(0, len(losses), 50):
+        writer.add_scalar(f"metadiff_{shots}shot/loss", float(losses[step]), step)
+    checkpointer = _checkpointer()
+    checkpointer.save(path, {"params": state.params, "ema_params": state.ema_params})
+    checkpointer.wait_until_finished()
+    np.save(losses_path, losses)
+    return model, noise, state.ema_params, losses
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def format_results(results: list[evaluate.MethodResult]) -> str:
+    lines = [
+        "| method | ways | shots | episodes | accuracy (%) | paired diff vs prototypes (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        diff = "" if r.paired_diff is None else f"{100 * r.paired_diff:+.2f} +- {100 * r.paired_ci95:.2f}"
+        lines.append(f"| {r.method} | {r.ways} | {r.shots} | {r.episodes} | {100 * r.accuracy:.2f} +- {100 * r.ci95:.2f} | {diff} |")
+    return "\n".join(lines)
+
+
+def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
+    check_run_identity(workdir, config)
+    builder = datasets.build(config.dataset.name, config.dataset.config, data_dir(config), workers=config.dataset.workers or None)
+    identity = datasets.dataset_identity(builder)
+    splits = {name: datasets.load_split(builder, name) for name in datasets.SPLITS}
+    validate(config, splits)
+    record_run(workdir, config)
+    rows = datasets.summary(builder)
+    say(f"\n[dataset] {identity} in {builder.data_dir}\n| split | classes | images |\n|---|---|---|")
+    say("\n".join(f"| {r['split']} | {r['classes']} | {r['images']} |" for r in rows))
+    if config.dataset.name == "kanjivg_glyphs":
+        say("[dataset] renders of real glyph stroke data from KanjiVG, not Omniglot")
+    plot_dir = workdir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    plots.sample_grid(splits["train"], rows=8, columns=10, seed=config.seed, title=identity).savefig(plot_dir / "data_samples.png", dpi=100)
+
+    writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
+    backbone, variables = stage_pretrain(config, workdir, splits, writer)
+    features = stage_features(workdir, backbone, variables, splits, identity)
+    feature_scale = 1.0
+    if config.metadiff.unit_scale_targets:
+        features, feature_scale = scale_to_unit_targets(features)
+        say(f"[features] scaled by {feature_scale:.4g} so that the train class means have unit standard deviation")
+
+    results, curves, baselines, loss_curves, test_hashes = [], {}, {}, {}, {}
+    for shots, spec in episode_specs(config).items():
+        model, noise, ema_params, losses = stage_metatrain(config, workdir, shots, spec, features, writer)
+        loss_curves[f"{shots}-shot"] = losses
+        test, digest = evaluate.fixed_episodes(features["test"], spec, config.episodes.test_episodes, config.episodes.test_seed)
+        plan = episodes.sample_plan(splits["test"], spec, config.episodes.test_seed, np.arange(config.episodes.test_episodes))
+        episodes.save_plan(workdir / f"test_episodes_{shots}shot.npz", plan, splits["test"], spec, config.episodes.test_seed)
+        test_hashes[str(shots)] = digest
+        say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
+        prototype_accuracies = np.asarray(
+            evaluate.episode_accuracies(
+                evaluate.prototype_weights(test.support_features, test.support_labels, spec.ways), test.query_features, test.query_labels
+            )
+        )
+        evaluate_fn = evaluate.make_evaluator(model, noise, sampler_config(config), spec.ways)
+        metadiff_accuracies, per_step = evaluate_fn(ema_params, test, jax.random.PRNGKey(config.seed))
+        results.append(evaluate.summarize("prototypes", prototype_accuracies, spec.ways, shots))
+        results.append(evaluate.summarize("metadiff", metadiff_accuracies, spec.ways, shots, reference=prototype_accuracies))
+        curves[f"metadiff {shots}-shot"] = per_step
+        baselines[f"prototypes {shots}-shot"] = float(prototype_accuracies.mean())
+        for result in results[-2:]:
+            writer.add_scalar(f"test/{result.method}_{shots}shot_accuracy", result.accuracy, 0)
+    writer.close()
+
+    plots.accuracy_per_step(curves, baselines, f"{identity}: test accuracy along the reverse process").savefig(plot_dir / "accuracy_per_step.png", dpi=110)
+    plots.training_loss(loss_curves, "MetaDiff training loss").savefig(plot_dir / "training_loss.png", dpi=110)
+    table = format_results(results)
+    (workdir / "results.md").write_text(table + "\n")
+    (workdir / "results.json").write_text(
+        json.dumps(
+            {
+                "results": [dataclasses.asdict(r) for r in results],
+                "dataset": identity,
+                "seed": config.seed,
+                "feature_scale": feature_scale,
+                "test_episodes_sha256": test_hashes,
+                "config": json.loads(config.to_json()),
+                "versions": package_versions(),
+                "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+            },
+            indent=2,
+        )
+    )
+    say("\n" + table)
+    say(f"\nWrote {workdir / 'results.json'}, {workdir / 'results.md'}, plots in {plot_dir}, TensorBoard logs in {workdir / 'tensorboard'}")
+    return results
