@@ -25,9 +25,11 @@ def unknown_config_keys(argv: list[str]) -> list[str]:
     """The `--config.KEY=...` overrides whose KEY the chosen config file does not define."""
     config_file = "configs/default.py"
     overrides = []
-    for arg in argv[1:]:
+    for position, arg in enumerate(argv[1:], start=1):
         if arg.startswith("--config="):
             config_file = arg.split("=", 1)[1]
+        elif arg == "--config" and position + 1 < len(argv):
+            config_file = argv[position + 1]
         elif arg.startswith("--config."):
             overrides.append(arg[len("--config.") :].split("=", 1)[0])
     module_spec = importlib.util.spec_from_file_location("_config_under_check", config_file.split(":", 1)[0])
