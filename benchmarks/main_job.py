@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,10 @@ def main() -> None:
             subprocess.run(command, cwd=report.ROOT, check=True)
             seconds = time.perf_counter() - start
             results = json.loads((scratch / "run" / "results.json").read_text())
+            # The printed table and the accuracy plot of this run, kept for README's results section.
+            stem = report.ROOT / "benchmarks" / "results" / f"main_job_{pathlib.Path(config).stem}"
+            shutil.copy(scratch / "run" / "results.md", f"{stem}_results.md")
+            shutil.copy(scratch / "run" / "plots" / "accuracy_per_step.png", f"{stem}_accuracy_per_step.png")
         row = {"config": config, "dataset": results["dataset"], "minutes": round(seconds / 60, 2), "budget_minutes": BUDGET_MINUTES.get(config)}
         for result in results["results"]:
             key = f"{result['method']}_{result['shots']}shot"
