@@ -1,0 +1,1 @@
+"""Baselines on the same episode API as MetaDiff: the gradient-based family and prototype networks."""
