@@ -69,3 +69,18 @@ def training_loss(losses: dict[str, np.ndarray], title: str = "", window: int = 
         axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def memory_against_steps(rows: list[dict]) -> plt.Figure:
+    """Compiled temporary memory (MiB) of one outer step against inner steps (or T), one line per method."""
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for method in dict.fromkeys(row["method"] for row in rows):
+        points = sorted((row["inner_steps"], row["compiled_temp_bytes"] / 2**20) for row in rows if row["method"] == method)
+        axis.plot(*zip(*points), marker="o", label=method)
+    axis.set_xscale("log")
+    axis.set_xlabel("inner steps (MAML, ANIL) or diffusion steps T (MetaDiff)")
+    axis.set_ylabel("compiled temporary memory (MiB)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

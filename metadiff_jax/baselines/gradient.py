@@ -122,7 +122,9 @@ class GradientMetaLearner:
         return _cross_entropy(logits, query_y), jnp.mean(jnp.argmax(logits, -1) == query_y)
 
     def meta_loss(self, meta_params, batch_stats, episodes):
-        losses, accuracies = jax.vmap(lambda *e: self.episode_loss(meta_params, batch_stats, *e))(*episodes)
+        # lax.map, not vmap: after the inner loop every episode has its own convolution kernels, and a vmapped
+        # convolution with batched kernels becomes a grouped convolution that XLA runs slowly on CPU.
+        losses, accuracies = jax.lax.map(lambda e: self.episode_loss(meta_params, batch_stats, *e), episodes)
         return losses.mean(), accuracies.mean()
 
     def meta_train_step(self, state: MetaState, episodes, rng=None):
