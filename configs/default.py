@@ -15,6 +15,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # "metadiff", or a baseline trained on image episodes (configs/baselines/): maml, fomaml, anil, metasgd, protonet.
+    config.method = "metadiff"
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "kanjivg_glyphs"
@@ -64,4 +66,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.sampler = "ddpm_mean"
     config.metadiff.sampler_steps = 0  # ddim only; 0 means T
     config.metadiff.start = "noise"
+
+    # Used when method is a baseline: meta-trained from scratch on image episodes, no pretraining.
+    config.baseline = ml_collections.ConfigDict()
+    config.baseline.steps = 2000
+    config.baseline.meta_batch = 4
+    config.baseline.inner_steps = 5
+    config.baseline.inner_lr = 0.4
+    config.baseline.outer_lr = 1e-3
     return config

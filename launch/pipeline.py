@@ -21,8 +21,10 @@ import orbax.checkpoint as ocp
 import tensorboardX
 
 from metadiff_jax import backbones, denoiser, diffusion, evaluate, plots, pretrain, sampler, schedule, train
+from metadiff_jax.baselines import gradient, protonet
 from metadiff_jax.data import datasets, episodes
 
+METHODS = ("metadiff", *gradient.METHODS, "protonet")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "tensorflow-datasets", "numpy", "kanjivg")
 
 
@@ -102,6 +104,8 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
     for spec in episode_specs(config).values():
         for split in splits.values():
             episodes.check_spec(split, spec)
+    if config.method not in METHODS:
+        raise UsageError(f"Unknown method {config.method!r}; known: {', '.join(METHODS)}.")
     if config.metadiff.denoiser not in denoiser.DENOISERS:
         raise UsageError(f"Unknown metadiff.denoiser {config.metadiff.denoiser!r}; known: {', '.join(denoiser.DENOISERS)}.")
     if config.backbone.name not in backbones.BACKBONES:
@@ -214,6 +218,53 @@ def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, w
     return model, noise, state.ema_params, losses
 
 
+def make_baseline(config, ways: int):
+    backbone = backbones.make_backbone(config.backbone.name)
+    b = config.baseline
+    if config.method == "protonet":
+        return protonet.ProtoNetLearner(backbone, ways, b.outer_lr)
+    return gradient.GradientMetaLearner(backbone, ways, gradient.GradientMetaConfig(config.method, b.inner_steps, b.inner_lr, b.outer_lr))
+
+
+def stage_baseline(config, workdir: pathlib.Path, shots: int, spec, splits, writer):
+    """A baseline meta-trained on image episodes of the train split: restored, or trained and saved."""
+    learner = make_baseline(config, spec.ways)
+    state = learner.init(jax.random.PRNGKey(config.seed), np.zeros((1, *splits["train"].image_shape), np.float32))
+    path = (workdir / "checkpoints" / f"{config.method}_{shots}shot").absolute()
+    if _saved(path):
+        say(f"[{config.method} {shots}-shot] done earlier: restoring {path}")
+        return learner, _checkpointer().restore(path, jax.eval_shape(lambda: state))
+    say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes")
+    step = jax.jit(learner.meta_train_step, donate_argnums=0)
+    batches = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch))
+    import tqdm
+
+    with tqdm.trange(config.baseline.steps, desc=f"{config.method} {shots}-shot", unit="step") as bar:
+        for index in bar:
+            batch = next(batches)
+            state, metrics = step(state, (batch.support_images, batch.support_labels, batch.query_images, batch.query_labels))
+            if (index + 1) % 10 == 0 or index + 1 == config.baseline.steps:
+                loss = float(metrics["loss"])
+                if not np.isfinite(loss):
+                    raise diffusion.TrainingDiverged(f"{config.method} diverged at outer step {index}: the loss is {loss}.")
+                writer.add_scalar(f"{config.method}_{shots}shot/loss", loss, index)
+                bar.set_postfix(loss=f"{loss:.3f}")
+    checkpointer = _checkpointer()
+    checkpointer.save(path, state)
+    checkpointer.wait_until_finished()
+    return learner, state
+
+
+def baseline_accuracies(learner, state, test_images: episodes.Episodes, chunk: int = 50) -> np.ndarray:
+    """Per-episode query accuracy; episodes are mapped, not vmapped (each adapts its own network)."""
+    accuracy = jax.jit(lambda s, e: jax.lax.map(lambda x: learner.query_accuracy(s, *x), e))
+    parts = []
+    for start in range(0, len(test_images.support_images), chunk):
+        part = tuple(np.asarray(a)[start : start + chunk] for a in test_images)
+        parts.append(np.asarray(accuracy(state, part)))
+    return np.concatenate(parts)
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -252,21 +303,28 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
     plots.sample_grid(splits["train"], rows=8, columns=10, seed=config.seed, title=identity).savefig(plot_dir / "data_samples.png", dpi=100)
 
     writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
-    backbone, variables = stage_pretrain(config, workdir, splits, writer)
-    features = stage_features(workdir, backbone, variables, splits, identity)
+    results, curves, baselines, loss_curves, test_hashes, per_episode = [], {}, {}, {}, {}, {}
     feature_scale = 1.0
-    if config.metadiff.unit_scale_targets:
-        features, feature_scale = scale_to_unit_targets(features)
-        say(f"[features] scaled by {feature_scale:.4g} so that the train class means have unit standard deviation")
-
-    results, curves, baselines, loss_curves, test_hashes = [], {}, {}, {}, {}
+    if config.method == "metadiff":
+        backbone, variables = stage_pretrain(config, workdir, splits, writer)
+        features = stage_features(workdir, backbone, variables, splits, identity)
+        if config.metadiff.unit_scale_targets:
+            features, feature_scale = scale_to_unit_targets(features)
+            say(f"[features] scaled by {feature_scale:.4g} so that the train class means have unit standard deviation")
     for shots, spec in episode_specs(config).items():
+        plan = episodes.sample_plan(splits["test"], spec, config.episodes.test_seed, np.arange(config.episodes.test_episodes))
+        test_hashes[str(shots)] = episodes.save_plan(workdir / f"test_episodes_{shots}shot.npz", plan, splits["test"], spec, config.episodes.test_seed)
+        if config.method != "metadiff":
+            learner, state = stage_baseline(config, workdir, shots, spec, splits, writer)
+            say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes")
+            accuracies = baseline_accuracies(learner, state, episodes.gather(splits["test"], plan))
+            results.append(evaluate.summarize(config.method, accuracies, spec.ways, shots))
+            per_episode[f"{config.method}_{shots}shot"] = accuracies
+            continue
         model, noise, ema_params, losses = stage_metatrain(config, workdir, shots, spec, features, writer)
         loss_curves[f"{shots}-shot"] = losses
         test, digest = evaluate.fixed_episodes(features["test"], spec, config.episodes.test_episodes, config.episodes.test_seed)
-        plan = episodes.sample_plan(splits["test"], spec, config.episodes.test_seed, np.arange(config.episodes.test_episodes))
-        episodes.save_plan(workdir / f"test_episodes_{shots}shot.npz", plan, splits["test"], spec, config.episodes.test_seed)
-        test_hashes[str(shots)] = digest
+        assert digest == test_hashes[str(shots)]  # the feature episodes are the saved image episodes
         say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
         prototype_accuracies = np.asarray(
             evaluate.episode_accuracies(
@@ -277,20 +335,25 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
         metadiff_accuracies, per_step = evaluate_fn(ema_params, test, jax.random.PRNGKey(config.seed))
         results.append(evaluate.summarize("prototypes", prototype_accuracies, spec.ways, shots))
         results.append(evaluate.summarize("metadiff", metadiff_accuracies, spec.ways, shots, reference=prototype_accuracies))
+        per_episode[f"prototypes_{shots}shot"] = prototype_accuracies
+        per_episode[f"metadiff_{shots}shot"] = metadiff_accuracies
         curves[f"metadiff {shots}-shot"] = per_step
         baselines[f"prototypes {shots}-shot"] = float(prototype_accuracies.mean())
-        for result in results[-2:]:
-            writer.add_scalar(f"test/{result.method}_{shots}shot_accuracy", result.accuracy, 0)
+    for result in results:
+        writer.add_scalar(f"test/{result.method}_{result.shots}shot_accuracy", result.accuracy, 0)
     writer.close()
+    np.savez(workdir / "per_episode_accuracy.npz", **per_episode)
 
-    plots.accuracy_per_step(curves, baselines, f"{identity}: test accuracy along the reverse process").savefig(plot_dir / "accuracy_per_step.png", dpi=110)
-    plots.training_loss(loss_curves, "MetaDiff training loss").savefig(plot_dir / "training_loss.png", dpi=110)
+    if curves:
+        plots.accuracy_per_step(curves, baselines, f"{identity}: test accuracy along the reverse process").savefig(plot_dir / "accuracy_per_step.png", dpi=110)
+        plots.training_loss(loss_curves, "MetaDiff training loss").savefig(plot_dir / "training_loss.png", dpi=110)
     table = format_results(results)
     (workdir / "results.md").write_text(table + "\n")
     (workdir / "results.json").write_text(
         json.dumps(
             {
                 "results": [dataclasses.asdict(r) for r in results],
+                "method": config.method,
                 "dataset": identity,
                 "seed": config.seed,
                 "feature_scale": feature_scale,

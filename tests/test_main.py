@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -93,3 +94,41 @@ def test_unwritable_workdir_is_refused_before_any_work(small_data_dir, tmp_path)
     result = run_main("--workdir", str(blocker / "run"), f"--config.dataset.data_dir={small_data_dir}")
     assert result.returncode == 2
     assert f"Cannot write to workdir {blocker / 'run'}" in result.stderr
+
+
+def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, small_data_dir):
+    workdir = tmp_path / "protonet"
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.main", "--config", "configs/baselines/protonet.py", "--workdir", str(workdir),
+         f"--config.dataset.data_dir={small_data_dir}", "--config.dataset.config=small", "--config.baseline.steps=3",
+         "--config.episodes.test_episodes=20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["method"] == "protonet"
+    assert {(r["method"], r["shots"]) for r in results["results"]} == {("protonet", 1), ("protonet", 5)}
+    accuracies = np.load(workdir / "per_episode_accuracy.npz")
+    assert accuracies["protonet_1shot"].shape == (20,)
+    assert (workdir / "checkpoints" / "protonet_5shot").is_dir()
+
+
+def _fake_run(path, method, accuracies, digest="abc"):
+    path.mkdir()
+    results = {"test_episodes_sha256": {"1": digest}, "config": {"episodes": {"ways": 5}}}
+    (path / "results.json").write_text(json.dumps(results))
+    np.savez(path / "per_episode_accuracy.npz", **{f"{method}_1shot": np.asarray(accuracies)})
+
+
+def test_compare_pairs_runs_on_the_same_episodes_and_refuses_others(tmp_path):
+    from launch import compare
+
+    _fake_run(tmp_path / "a", "metadiff", [0.8, 0.6, 1.0, 0.6])
+    _fake_run(tmp_path / "b", "maml", [0.6, 0.6, 0.8, 0.4])
+    table = compare.compare([tmp_path / "a", tmp_path / "b"], "metadiff")
+    assert "| metadiff | 5 | 1 | 4 | 75.00 +- " in table
+    expected_ci = 100 * 1.96 * np.std([-0.2, 0.0, -0.2, -0.2]) / 2
+    assert f"| maml | 5 | 1 | 4 | 60.00 +- " in table and f"-15.00 +- {expected_ci:.2f}" in table
+    _fake_run(tmp_path / "c", "anil", [0.5] * 4, digest="other")
+    with pytest.raises(SystemExit, match="other 1-shot test episodes"):
+        compare.compare([tmp_path / "a", tmp_path / "c"], "metadiff")

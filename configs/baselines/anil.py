@@ -1,0 +1,19 @@
+"""ANIL (Raghu et al. 2020): inner loop on the linear head only, second order.
+
+    python -m launch.main --config configs/baselines/anil.py --workdir runs/anil
+
+Trains on image episodes of the default dataset from scratch and evaluates on the same fixed test episodes
+as configs/default.py (same test seed and count), so `python -m launch.compare runs/default runs/anil`
+pairs the two per episode. On a 2-core CPU one MAML-family outer step takes seconds (BENCHMARKS.md,
+memory section): the default step count is sized for a GPU; lower --config.baseline.steps on a laptop.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = default.get_config()
+    config.method = "anil"
+    return config
