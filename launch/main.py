@@ -51,7 +51,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with a plain message instead of a traceback for an unknown config key."""
     try:
         return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as error:
+    except (AttributeError, KeyError):
         unknown = unknown_config_keys(argv)
         if not unknown:
             raise

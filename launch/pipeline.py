@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorboardX
+import tqdm
 
 from metadiff_jax import backbones, denoiser, diffusion, evaluate, plots, pretrain, sampler, schedule, train
 from metadiff_jax.baselines import gradient, protonet
@@ -237,8 +238,6 @@ def stage_baseline(config, workdir: pathlib.Path, shots: int, spec, splits, writ
     say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes")
     step = jax.jit(learner.meta_train_step, donate_argnums=0)
     batches = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch))
-    import tqdm
-
     with tqdm.trange(config.baseline.steps, desc=f"{config.method} {shots}-shot", unit="step") as bar:
         for index in bar:
             batch = next(batches)

@@ -128,7 +128,7 @@ def test_compare_pairs_runs_on_the_same_episodes_and_refuses_others(tmp_path):
     table = compare.compare([tmp_path / "a", tmp_path / "b"], "metadiff")
     assert "| metadiff | 5 | 1 | 4 | 75.00 +- " in table
     expected_ci = 100 * 1.96 * np.std([-0.2, 0.0, -0.2, -0.2]) / 2
-    assert f"| maml | 5 | 1 | 4 | 60.00 +- " in table and f"-15.00 +- {expected_ci:.2f}" in table
+    assert "| maml | 5 | 1 | 4 | 60.00 +- " in table and f"-15.00 +- {expected_ci:.2f}" in table
     _fake_run(tmp_path / "c", "anil", [0.5] * 4, digest="other")
     with pytest.raises(SystemExit, match="other 1-shot test episodes"):
         compare.compare([tmp_path / "a", tmp_path / "c"], "metadiff")
