@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadiff_jax import base_learner
+from metadiff_jax import base_learner, parallel
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.datasets import ClassIndexedSplit
@@ -113,11 +113,13 @@ def prototype_weights(support_features, support_labels, ways: int):
     return jax.vmap(lambda f, l: base_learner.prototypes(f, l, ways))(jnp.asarray(support_features), jnp.asarray(support_labels))
 
 
-def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: int, scale: float = 10.0, chunk: int = 600):
+def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: int, scale: float = 10.0, chunk: int = 600, mesh=None):
     """Returns evaluate(params, episodes, rng) -> (per-episode accuracies `(E,)`, accuracy per step `(S,)`).
 
     The per-task sampler is vmapped over up to `chunk` episodes at a time and jitted once; the accuracy
-    along the reverse process is observed inside the scan (one number per step, not the weights).
+    along the reverse process is observed inside the scan (one number per step, not the weights). With a
+    `mesh` (metadiff_jax.parallel), each chunk's episodes are sharded across its devices; an episode's key
+    depends on its index only, so the accuracies do not depend on the device count.
     """
 
     def run(params, support_features, support_labels, query_features, query_labels, episode_ids, rng):
@@ -138,17 +140,22 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
         total = len(episodes.support_features)
         for start in range(0, total, chunk):
             part = slice(start, min(start + chunk, total))
-            acc, steps = run(
-                params,
-                jnp.asarray(episodes.support_features[part], jnp.float32),
-                jnp.asarray(episodes.support_labels[part], jnp.int32),
-                jnp.asarray(episodes.query_features[part], jnp.float32),
-                jnp.asarray(episodes.query_labels[part], jnp.int32),
-                jnp.arange(part.start, part.stop),
-                rng,
+            arrays = (
+                np.asarray(episodes.support_features[part], np.float32),
+                np.asarray(episodes.support_labels[part], np.int32),
+                np.asarray(episodes.query_features[part], np.float32),
+                np.asarray(episodes.query_labels[part], np.int32),
+                np.arange(part.start, part.stop),
             )
-            accuracies.append(np.asarray(acc))
-            per_step.append(np.asarray(steps))
+            count = len(arrays[0])
+            chunk_params = params
+            if mesh is not None:
+                arrays, count = parallel.pad_to_multiple(arrays, mesh.size)
+                arrays = parallel.put_sharded(arrays, mesh)
+                chunk_params = parallel.put_replicated(params, mesh)
+            acc, steps = run(chunk_params, *arrays, rng)
+            accuracies.append(np.asarray(acc)[:count])
+            per_step.append(np.asarray(steps)[:count])
         per_step = np.concatenate(per_step)
         return np.concatenate(accuracies), per_step.mean(axis=0)
 
