@@ -17,7 +17,7 @@ import numpy as np
 from metadiff_jax import base_learner, parallel
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.data import episodes as episodes_lib
-from metadiff_jax.data.datasets import ClassIndexedSplit
+from metadiff_jax.data.split import ClassIndexedSplit
 
 
 class FeatureEpisodes(NamedTuple):

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from metadiff_jax.data.datasets import ClassIndexedSplit  # noqa: E402
+from metadiff_jax.data.split import ClassIndexedSplit  # noqa: E402
 
 
 def sample_grid(split: ClassIndexedSplit, rows: int = 8, columns: int = 10, seed: int = 0, title: str = "") -> plt.Figure:

@@ -20,7 +20,7 @@ import tqdm
 
 from metadiff_jax import evaluate
 from metadiff_jax.data import episodes as episodes_lib
-from metadiff_jax.data.datasets import ClassIndexedSplit
+from metadiff_jax.data.split import ClassIndexedSplit
 
 
 @dataclasses.dataclass(frozen=True)

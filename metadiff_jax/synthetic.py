@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from metadiff_jax.data.datasets import ClassIndexedSplit
+from metadiff_jax.data.split import ClassIndexedSplit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import tqdm
 
 from metadiff_jax import diffusion
 from metadiff_jax.data import episodes as episodes_lib
-from metadiff_jax.data.datasets import ClassIndexedSplit
+from metadiff_jax.data.split import ClassIndexedSplit
 
 
 @dataclasses.dataclass(frozen=True)

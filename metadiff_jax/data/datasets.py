@@ -5,7 +5,6 @@ This is the data layer's only file I/O: it takes a data folder and returns array
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from typing import Callable
 
@@ -14,6 +13,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from metadiff_jax.data import glyphs
+from metadiff_jax.data.split import ClassIndexedSplit
 
 # Dataset name -> its tfds builder class. A new dataset is one entry here.
 DATASETS: dict[str, Callable[..., tfds.core.DatasetBuilder]] = {
@@ -24,32 +24,6 @@ SPLITS = glyphs.SPLITS
 
 class DatasetError(ValueError):
     """A dataset that is unknown, missing, half-built or corrupt; the message says how to fix it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ClassIndexedSplit:
-    """A split's images grouped by class: class c is `images[class_starts[c]:class_starts[c + 1]]`.
-
-    images: uint8 `(num_images, height, width, channels)`, anything that takes integer-array indexing.
-    class_starts: int64 `(num_classes + 1,)`, increasing, from 0 to num_images.
-    identity: names the data exactly (dataset, config, version, split), so saved episodes can be checked.
-    """
-
-    images: np.ndarray
-    class_starts: np.ndarray
-    identity: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_starts) - 1
-
-    @property
-    def class_sizes(self) -> np.ndarray:
-        return np.diff(self.class_starts)
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.images.shape[1:])
 
 
 def make_builder(name: str, config: str | None, data_dir: str | pathlib.Path, **kwargs) -> tfds.core.DatasetBuilder:

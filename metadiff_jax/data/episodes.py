@@ -22,7 +22,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from metadiff_jax.data.datasets import ClassIndexedSplit
+from metadiff_jax.data.split import ClassIndexedSplit
 
 
 class EpisodeError(ValueError):
