@@ -30,8 +30,11 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def publish(name: str, rows: list[dict], title: str, notes: str = "") -> None:
-    """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md."""
+def publish(name: str, rows: list[dict], title: str, notes: str = "", module: str | None = None) -> None:
+    """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md.
+
+    `module` is the benchmark module that produced the rows, when it is not `benchmarks.<name>`.
+    """
     table = markdown_table(rows)
     print(table)
     results = ROOT / "benchmarks" / "results"
@@ -39,7 +42,7 @@ def publish(name: str, rows: list[dict], title: str, notes: str = "") -> None:
     (results / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
-        f"`python -m benchmarks.{name}` on {datetime.date.today().isoformat()}, {machine()}.\n\n"
+        f"`python -m {module or 'benchmarks.' + name}` on {datetime.date.today().isoformat()}, {machine()}.\n\n"
         + (notes.strip() + "\n\n" if notes else "")
         + table
         + f"\n<!-- {name}:end -->"

@@ -33,6 +33,8 @@ for devices in (jax.devices()[:1], jax.devices()):
     for _ in range(5):
         batch = parallel.put_sharded(next(batches), mesh)
         state, metrics = step(state, batch, jax.random.PRNGKey(1))
+        # One step in flight at a time: with more fake devices than cores, several can deadlock an all-reduce.
+        jax.block_until_ready(state)
     spans.append(len(batch.support_features.sharding.device_set))
     finals.append(jax.device_get(state))
     evaluate_fn = evaluate.make_evaluator(model, noise, sampler.SamplerConfig("ddim", 10), 5, chunk=12, mesh=mesh)

@@ -1,0 +1,102 @@
+"""Timings on a GPU: MetaDiff's outer step at growing global batches, sampling 600 episodes x 1000 steps,
+and a ResNet-12 pretraining step on 84 x 84 images.
+
+    python -m benchmarks.gpu
+
+Needs only jax, flax, optax and this package (no dataset): inputs are random arrays of the real shapes.
+Writes three sections of BENCHMARKS.md (gpu_train_step, gpu_sampler, gpu_pretrain).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common, report
+from metadiff_jax import backbones, denoiser, diffusion, pretrain, sampler, schedule
+
+
+def train_step_rows(dims=(512, 640), batches=(8, 64, 512, 4096), steps: int = 200) -> list[dict]:
+    rows = []
+    noise = schedule.linear_schedule(1000)
+    for dim in dims:
+        model = denoiser.make_denoiser("tcunet", dim)
+        optimizer = diffusion.make_optimizer()
+        step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer))
+        for batch in batches:
+            state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
+            rng = np.random.default_rng(0)
+            data = diffusion.TrainBatch(
+                jnp.asarray(rng.standard_normal((batch, 5, dim)), jnp.float32),
+                jnp.tile(jnp.arange(5, dtype=jnp.int32), (batch, 1)),
+                jnp.asarray(rng.standard_normal((batch, 5, dim)), jnp.float32),
+            )
+            key = jax.random.PRNGKey(1)
+            state, _ = step(state, data, key)
+
+            def run():
+                nonlocal state
+                for _ in range(steps):
+                    state, metrics = step(state, data, key)
+                jax.block_until_ready(state)
+
+            seconds = common.median_seconds(run, repeats=3) / steps
+            rows.append({"dim": dim, "batch": batch, "ms_per_step": round(1e3 * seconds, 3), "episodes_per_s": round(batch / seconds, 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def sampler_rows(dims=(512, 640), counts=(600, 6000)) -> list[dict]:
+    rows = []
+    noise = schedule.linear_schedule(1000)
+    for dim in dims:
+        model = denoiser.make_denoiser("tcunet", dim)
+        params = denoiser.init_params(model, jax.random.PRNGKey(0))
+        task = sampler.make_sample_task(model, noise, sampler.SamplerConfig("ddpm_mean"))
+        sample = jax.jit(lambda p, f, l, r: sampler.sample_episodes(task, p, f, l, r, 5))
+        for episodes in counts:
+            features = jax.random.normal(jax.random.PRNGKey(1), (episodes, 5, dim))
+            labels = jnp.tile(jnp.arange(5), (episodes, 1))
+            sample(params, features, labels, jax.random.PRNGKey(2)).block_until_ready()
+            seconds = common.median_seconds(lambda: sample(params, features, labels, jax.random.PRNGKey(2)).block_until_ready(), repeats=3)
+            rows.append({"dim": dim, "episodes": episodes, "steps": 1000, "seconds": round(seconds, 3), "episodes_per_s": round(episodes / seconds, 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def pretrain_rows(names=("resnet12", "resnet12_wide"), batch: int = 128, size: int = 84, steps: int = 30) -> list[dict]:
+    rows = []
+    for name in names:
+        model = pretrain.Classifier(backbones.make_backbone(name), 64)
+        config = pretrain.PretrainConfig(epochs=1, batch_size=batch, flip=True, shift=8)
+        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
+        optimizer = pretrain.make_optimizer(config, 1000)
+        state = pretrain.PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+        step = pretrain.make_train_step(model, optimizer, config)
+        images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+        labels = jnp.arange(batch, dtype=jnp.int32) % 64
+        key = jax.random.PRNGKey(1)
+        state, _ = step(state, images, labels, key)
+
+        def run():
+            nonlocal state
+            for _ in range(steps):
+                state, metrics = step(state, images, labels, key)
+            jax.block_until_ready(state)
+
+        seconds = common.median_seconds(run, repeats=3) / steps
+        rows.append({"backbone": name, "image_size": size, "batch": batch, "ms_per_step": round(1e3 * seconds, 2), "images_per_s": round(batch / seconds, 1)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    note = "Random inputs of the real shapes; median of 3 runs after compilation."
+    report.publish("gpu_train_step", train_step_rows(), "GPU: MetaDiff outer step against the global batch", "5-way 1-shot, TCUNet, T = 1000, Adam + EMA + NaN guard. " + note, module="benchmarks.gpu")
+    report.publish("gpu_sampler", sampler_rows(), "GPU: sampling episodes x 1000 DDPM steps", "5-way 1-shot, deterministic DDPM mean, all episodes vmapped in one call. " + note, module="benchmarks.gpu")
+    report.publish("gpu_pretrain", pretrain_rows(), "GPU: ResNet-12 pretraining step, 84 x 84, batch 128", "64 classes (miniImageNet's base set), SGD Nesterov, on-device shift and flip. " + note, module="benchmarks.gpu")
+
+
+if __name__ == "__main__":
+    main()
