@@ -66,3 +66,25 @@ def pad_to_multiple(arrays: tuple, multiple: int) -> tuple[tuple, int]:
     if not extra:
         return arrays, count
     return tuple(np.concatenate([a, np.repeat(np.asarray(a)[-1:], extra, axis=0)]) for a in arrays), count
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Joins the processes of a multi-host run (jax.distributed.initialize) before any other JAX call.
+
+    With no arguments JAX detects the cluster itself (TPU pods, Slurm); otherwise give all three (e.g. a
+    coordinator at "10.0.0.1:1234"). CPU processes exchange collectives through gloo.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator_address is None and num_processes is None and process_id is None:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+
+
+def global_batch(local_batch, mesh: Mesh):
+    """One global array per leaf from each process's slice of the batch (its episodes, in process order).
+
+    Each host samples only its own episodes (data.episodes.episode_batches with shard_index =
+    jax.process_index(), shard_count = jax.process_count()), so no host loads another's data.
+    """
+    return jax.tree_util.tree_map(lambda a: jax.make_array_from_process_local_data(sharded(mesh), np.asarray(a)), local_batch)

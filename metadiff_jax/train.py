@@ -25,12 +25,29 @@ class TrainConfig:
     seed: int = 0
 
 
-def training_batches(split: ClassIndexedSplit, targets: np.ndarray, spec: episodes_lib.EpisodeSpec, batch_size: int, seed: int, first_batch: int = 0):
-    """Endless TrainBatch stream of feature episodes; W0 of an episode is its classes' rows of `targets`."""
-    labels = np.broadcast_to(np.repeat(np.arange(spec.ways, dtype=np.int32), spec.shots), (batch_size, spec.ways * spec.shots))
+def training_batches(
+    split: ClassIndexedSplit,
+    targets: np.ndarray,
+    spec: episodes_lib.EpisodeSpec,
+    batch_size: int,
+    seed: int,
+    first_batch: int = 0,
+    shard_index: int = 0,
+    shard_count: int = 1,
+):
+    """Endless TrainBatch stream of feature episodes; W0 of an episode is its classes' rows of `targets`.
+
+    Global batch b holds episodes b * batch_size ... (b + 1) * batch_size - 1; with several hosts, host
+    `shard_index` of `shard_count` yields only its contiguous slice, so hosts never sample the same episode.
+    """
+    if batch_size % shard_count:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the shard count {shard_count}.")
+    local = batch_size // shard_count
+    labels = np.broadcast_to(np.repeat(np.arange(spec.ways, dtype=np.int32), spec.shots), (local, spec.ways * spec.shots))
     batch = first_batch
     while True:
-        plan = episodes_lib.sample_plan(split, spec, seed, np.arange(batch * batch_size, (batch + 1) * batch_size))
+        start = batch * batch_size + shard_index * local
+        plan = episodes_lib.sample_plan(split, spec, seed, np.arange(start, start + local))
         yield diffusion.TrainBatch(split.images[plan.support_indices], labels, targets[plan.classes])
         batch += 1
 

@@ -33,3 +33,47 @@ def test_padding_and_uneven_splits():
     parallel.check_divisible(3, mesh)
     with pytest.raises(ValueError, match="cannot be split evenly over 2 devices"):
         parallel.check_divisible(3, type("FakeMesh", (), {"size": 2})())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_on_loopback_end_with_identical_parameters():
+    port = str(_free_port())
+    script = str(ROOT / "tests" / "scripts" / "multiprocess_check.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    processes = [
+        subprocess.Popen([sys.executable, script, str(i), port], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=180) for p in processes]
+    finally:
+        for p in processes:  # never leave a process behind, whatever happened
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert [r["process"] for r in reports] == [0, 1]
+    assert all(r["processes"] == 2 and r["devices"] == 2 and r["step"] == 3 for r in reports)
+    assert reports[0]["checksum"] == reports[1]["checksum"] and np.isfinite(reports[0]["checksum"])
+
+
+def test_host_slices_of_training_batches_make_up_the_global_batch():
+    from metadiff_jax import diffusion, synthetic, train
+    from metadiff_jax.data import episodes
+
+    splits = synthetic.make_splits(synthetic.SyntheticConfig(dim=8, base_examples=30))
+    targets = diffusion.class_mean_targets(splits["train"].images, splits["train"].class_starts)
+    spec = episodes.EpisodeSpec(5, 2, 3)
+    whole = next(train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=4))
+    hosts = [next(train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=4, shard_index=i, shard_count=4)) for i in range(4)]
+    for field in whole._fields:
+        np.testing.assert_array_equal(getattr(whole, field), np.concatenate([getattr(h, field) for h in hosts]))
