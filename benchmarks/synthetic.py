@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 
 import jax
-import numpy as np
 
 from benchmarks import report
 from metadiff_jax import denoiser as dn
@@ -46,9 +45,7 @@ def main() -> None:
     for shots in (1, 5):
         spec = episodes.EpisodeSpec(5, shots, 15)
         test, _ = ev.fixed_episodes(splits["test"], spec, args.episodes, seed=0)
-        prototypes = np.asarray(
-            ev.episode_accuracies(ev.prototype_weights(test.support_features, test.support_labels, 5), test.query_features, test.query_labels)
-        )
+        prototypes = ev.prototype_accuracies(test, 5)
         results = [ev.summarize("prototypes", prototypes, 5, shots)]
         baselines[f"prototypes {shots}-shot"] = float(prototypes.mean())
         ddpm = ev.make_evaluator(model, schedule, sp.SamplerConfig("ddpm_mean"), ways=5)

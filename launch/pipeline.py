@@ -325,11 +325,7 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
         test, digest = evaluate.fixed_episodes(features["test"], spec, config.episodes.test_episodes, config.episodes.test_seed)
         assert digest == test_hashes[str(shots)]  # the feature episodes are the saved image episodes
         say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
-        prototype_accuracies = np.asarray(
-            evaluate.episode_accuracies(
-                evaluate.prototype_weights(test.support_features, test.support_labels, spec.ways), test.query_features, test.query_labels
-            )
-        )
+        prototype_accuracies = evaluate.prototype_accuracies(test, spec.ways)
         evaluate_fn = evaluate.make_evaluator(model, noise, sampler_config(config), spec.ways)
         metadiff_accuracies, per_step = evaluate_fn(ema_params, test, jax.random.PRNGKey(config.seed))
         results.append(evaluate.summarize("prototypes", prototype_accuracies, spec.ways, shots))

@@ -113,6 +113,12 @@ def prototype_weights(support_features, support_labels, ways: int):
     return jax.vmap(lambda f, l: base_learner.prototypes(f, l, ways))(jnp.asarray(support_features), jnp.asarray(support_labels))
 
 
+def prototype_accuracies(episodes: FeatureEpisodes, ways: int, scale: float = 10.0) -> np.ndarray:
+    """Per-episode query accuracy of the prototype classifier (cosine, W = support prototypes): `(E,)`."""
+    weights = prototype_weights(episodes.support_features, episodes.support_labels, ways)
+    return np.asarray(episode_accuracies(weights, episodes.query_features, episodes.query_labels, scale))
+
+
 def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: int, scale: float = 10.0, chunk: int = 600, mesh=None):
     """Returns evaluate(params, episodes, rng) -> (per-episode accuracies `(E,)`, accuracy per step `(S,)`).
 

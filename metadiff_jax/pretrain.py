@@ -134,8 +134,7 @@ def prototype_accuracy(features: np.ndarray, split: ClassIndexedSplit, count: in
     """Mean 5-way 1-shot prototype-classifier accuracy on `count` fixed episodes of encoded `split`."""
     feature_split = ClassIndexedSplit(features, split.class_starts, split.identity + "/features")
     episodes, _ = evaluate.fixed_episodes(feature_split, episodes_lib.EpisodeSpec(5, 1, 15), count, seed)
-    weights = evaluate.prototype_weights(episodes.support_features, episodes.support_labels, 5)
-    return float(np.mean(evaluate.episode_accuracies(weights, episodes.query_features, episodes.query_labels)))
+    return float(np.mean(evaluate.prototype_accuracies(episodes, 5)))
 
 
 def pretrain(backbone: nn.Module, train_split: ClassIndexedSplit, validation_split: ClassIndexedSplit, config: PretrainConfig, progress: bool = True):

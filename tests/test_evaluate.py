@@ -44,7 +44,7 @@ def test_untrained_denoiser_lands_near_the_prototype_classifier(synthetic_splits
     model = dn.make_denoiser("tcunet", 64)
     evaluate = ev.make_evaluator(model, sl.linear_schedule(1000), sp.SamplerConfig(), ways=5)
     accuracies, per_step = evaluate(dn.init_params(model, jax.random.PRNGKey(0)), episodes, jax.random.PRNGKey(1))
-    prototypes = np.asarray(ev.episode_accuracies(ev.prototype_weights(episodes.support_features, episodes.support_labels, 5), episodes.query_features, episodes.query_labels))
+    prototypes = ev.prototype_accuracies(episodes, 5)
     assert accuracies.shape == (300,) and per_step.shape == (1000,)
     assert abs(accuracies.mean() - prototypes.mean()) < 0.01
     assert per_step[0] < 0.3 and per_step[-1] == pytest.approx(accuracies.mean())  # from noise to the answer
@@ -58,7 +58,7 @@ def test_trained_metadiff_beats_prototypes_at_one_shot(synthetic_splits):
     assert losses[-500:].mean() < 0.7 * losses[:50].mean()
     episodes, _ = ev.fixed_episodes(synthetic_splits["test"], SPEC, 600, seed=0)
     accuracies, _ = ev.make_evaluator(model, schedule, sp.SamplerConfig(), ways=5)(state.ema_params, episodes, jax.random.PRNGKey(1))
-    prototypes = np.asarray(ev.episode_accuracies(ev.prototype_weights(episodes.support_features, episodes.support_labels, 5), episodes.query_features, episodes.query_labels))
+    prototypes = ev.prototype_accuracies(episodes, 5)
     result = ev.summarize("metadiff", accuracies, 5, 1, reference=prototypes)
     assert result.paired_diff - result.paired_ci95 > 0, result
 
