@@ -322,8 +322,7 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
             continue
         model, noise, ema_params, losses = stage_metatrain(config, workdir, shots, spec, features, writer)
         loss_curves[f"{shots}-shot"] = losses
-        test, digest = evaluate.fixed_episodes(features["test"], spec, config.episodes.test_episodes, config.episodes.test_seed)
-        assert digest == test_hashes[str(shots)]  # the feature episodes are the saved image episodes
+        test = evaluate.episodes_from_plan(features["test"], plan)
         say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
         prototype_accuracies = evaluate.prototype_accuracies(test, spec.ways)
         evaluate_fn = evaluate.make_evaluator(model, noise, sampler_config(config), spec.ways)

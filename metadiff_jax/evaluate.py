@@ -29,12 +29,16 @@ class FeatureEpisodes(NamedTuple):
     query_labels: np.ndarray
 
 
+def episodes_from_plan(split: ClassIndexedSplit, plan: episodes_lib.EpisodePlan) -> FeatureEpisodes:
+    """The feature episodes a plan names (the same plan gathers the images of the same episodes)."""
+    batch = episodes_lib.gather(split, plan)
+    return FeatureEpisodes(batch.support_images, batch.support_labels, batch.query_images, batch.query_labels)
+
+
 def fixed_episodes(split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, count: int = 600, seed: int = 0) -> tuple[FeatureEpisodes, str]:
     """The fixed test episodes 0 .. count-1 of `seed` over a feature split, and the sha256 of their plan."""
     plan = episodes_lib.sample_plan(split, spec, seed, np.arange(count))
-    batch = episodes_lib.gather(split, plan)
-    episodes = FeatureEpisodes(batch.support_images, batch.support_labels, batch.query_images, batch.query_labels)
-    return episodes, episodes_lib.plan_hash(plan)
+    return episodes_from_plan(split, plan), episodes_lib.plan_hash(plan)
 
 
 class InputError(ValueError):
