@@ -7,6 +7,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def median_seconds(run, repeats: int = 5) -> float:
@@ -17,6 +18,36 @@ def median_seconds(run, repeats: int = 5) -> float:
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def seconds_per_step(step, state, args: tuple, steps: int, repeats: int = 3, wait_each: bool = False):
+    """Median seconds per call of `state, _ = step(state, *args)` over `repeats` runs of `steps` calls.
+
+    Returns (seconds, final state): the state is donated to each call, so the caller must continue from it.
+    `wait_each` blocks after every call instead of once per run.
+    """
+
+    def run():
+        nonlocal state
+        for _ in range(steps):
+            state, _ = step(state, *args)
+            if wait_each:
+                jax.block_until_ready(state)
+        jax.block_until_ready(state)
+
+    return median_seconds(run, repeats) / steps, state
+
+
+def random_train_batch(batch: int, dim: int, ways: int = 5, seed: int = 0):
+    """A MetaDiff TrainBatch of the real shapes (5-way 1-shot) with random features and targets."""
+    from metadiff_jax import diffusion
+
+    rng = np.random.default_rng(seed)
+    return diffusion.TrainBatch(
+        rng.standard_normal((batch, ways, dim)).astype(np.float32),
+        np.tile(np.arange(ways, dtype=np.int32), (batch, 1)),
+        rng.standard_normal((batch, ways, dim)).astype(np.float32),
+    )
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:

@@ -26,22 +26,10 @@ def train_step_rows(dims=(512, 640), batches=(8, 64, 512, 4096), steps: int = 20
         step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer))
         for batch in batches:
             state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
-            rng = np.random.default_rng(0)
-            data = diffusion.TrainBatch(
-                jnp.asarray(rng.standard_normal((batch, 5, dim)), jnp.float32),
-                jnp.tile(jnp.arange(5, dtype=jnp.int32), (batch, 1)),
-                jnp.asarray(rng.standard_normal((batch, 5, dim)), jnp.float32),
-            )
+            data = jax.tree_util.tree_map(jnp.asarray, common.random_train_batch(batch, dim))
             key = jax.random.PRNGKey(1)
             state, _ = step(state, data, key)
-
-            def run():
-                nonlocal state
-                for _ in range(steps):
-                    state, metrics = step(state, data, key)
-                jax.block_until_ready(state)
-
-            seconds = common.median_seconds(run, repeats=3) / steps
+            seconds, state = common.seconds_per_step(step, state, (data, key), steps)
             rows.append({"dim": dim, "batch": batch, "ms_per_step": round(1e3 * seconds, 3), "episodes_per_s": round(batch / seconds, 1)})
             print(rows[-1], flush=True)
     return rows
@@ -78,14 +66,7 @@ def pretrain_rows(names=("resnet12", "resnet12_wide"), batch: int = 128, size: i
         labels = jnp.arange(batch, dtype=jnp.int32) % 64
         key = jax.random.PRNGKey(1)
         state, _ = step(state, images, labels, key)
-
-        def run():
-            nonlocal state
-            for _ in range(steps):
-                state, metrics = step(state, images, labels, key)
-            jax.block_until_ready(state)
-
-        seconds = common.median_seconds(run, repeats=3) / steps
+        seconds, state = common.seconds_per_step(step, state, (images, labels, key), steps)
         rows.append({"backbone": name, "image_size": size, "batch": batch, "ms_per_step": round(1e3 * seconds, 2), "images_per_s": round(batch / seconds, 1)})
         print(rows[-1], flush=True)
     return rows

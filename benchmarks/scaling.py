@@ -24,7 +24,6 @@ def measure(devices: int) -> dict:
 
     jax.config.update("jax_num_cpu_devices", devices)
     import jax.numpy as jnp
-    import numpy as np
 
     from benchmarks import common
     from metadiff_jax import denoiser, diffusion, parallel, schedule
@@ -34,27 +33,12 @@ def measure(devices: int) -> dict:
     optimizer = diffusion.make_optimizer()
     step = parallel.data_parallel_step(diffusion.make_train_step(model, schedule.linear_schedule(1000), optimizer), mesh)
     state = parallel.put_replicated(diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer), mesh)
-    rng = np.random.default_rng(0)
-    batch = parallel.put_sharded(
-        diffusion.TrainBatch(
-            rng.standard_normal((BATCH, 5, DIM)).astype(np.float32),
-            np.tile(np.arange(5, dtype=np.int32), (BATCH, 1)),
-            rng.standard_normal((BATCH, 5, DIM)).astype(np.float32),
-        ),
-        mesh,
-    )
+    batch = parallel.put_sharded(common.random_train_batch(BATCH, DIM), mesh)
     key = jnp.asarray(jax.random.PRNGKey(1))
     state, _ = step(state, batch, key)
-
-    def run():
-        nonlocal state
-        for _ in range(STEPS):
-            # Synchronous on purpose: with more fake devices than cores, several steps in flight can leave
-            # every pool thread waiting in a different step's all-reduce (seen here as a rendezvous timeout).
-            state, metrics = step(state, batch, key)
-            jax.block_until_ready(state)
-
-    seconds = common.median_seconds(run, repeats=3) / STEPS
+    # Each step waited for: with more fake devices than cores, several steps in flight can leave every pool
+    # thread waiting in a different step's all-reduce (seen here as a rendezvous timeout).
+    seconds, state = common.seconds_per_step(step, state, (batch, key), STEPS, wait_each=True)
     return {"devices": len(jax.devices()), "fake_cpu_devices": True, "global_batch": BATCH, "dim": DIM, "ms_per_step": round(1e3 * seconds, 3), "episodes_per_s": round(BATCH / seconds, 1)}
 
 

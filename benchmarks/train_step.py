@@ -40,12 +40,6 @@ def main() -> None:
         fixed = next(train.training_batches(split, targets, spec, batch, seed=0))
         fixed = jax.tree_util.tree_map(jnp.asarray, fixed)
 
-        def run_fixed():
-            nonlocal state
-            for _ in range(STEPS):
-                state, metrics = step(state, fixed, rng)
-            jax.block_until_ready(state)
-
         def run_sampled():
             nonlocal state
             stream = episodes.prefetch(train.training_batches(split, targets, spec, batch, seed=0))
@@ -54,7 +48,8 @@ def main() -> None:
             jax.block_until_ready(state)
 
         state, _ = step(state, fixed, rng)  # compile
-        fixed_ms = 1e3 * common.median_seconds(run_fixed) / STEPS
+        fixed_seconds, state = common.seconds_per_step(step, state, (fixed, rng), STEPS, repeats=5)
+        fixed_ms = 1e3 * fixed_seconds
         sampled_ms = 1e3 * common.median_seconds(run_sampled) / STEPS
         rows.append({"dim": dim, "batch": batch, "ms_per_step": round(fixed_ms, 3), "ms_per_step_with_sampling": round(sampled_ms, 3)})
         print(rows[-1], flush=True)
