@@ -123,6 +123,13 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
         raise UsageError(f"pretrain.epochs must be at least 1, got {config.pretrain.epochs}.")
 
 
+def _save(path: pathlib.Path, tree) -> None:
+    """Writes an orbax checkpoint and waits for it: a stage counts as done only once its save committed."""
+    checkpointer = _checkpointer()
+    checkpointer.save(path, tree)
+    checkpointer.wait_until_finished()
+
+
 def _checkpointer() -> ocp.StandardCheckpointer:
     return ocp.StandardCheckpointer()
 
@@ -145,9 +152,7 @@ def stage_pretrain(config, workdir: pathlib.Path, splits, writer):
         writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
         writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])
     (workdir / "pretrain_history.json").write_text(json.dumps(history, indent=2))
-    checkpointer = _checkpointer()
-    checkpointer.save(path, variables)
-    checkpointer.wait_until_finished()
+    _save(path, variables)
     return backbone, variables
 
 
@@ -212,9 +217,7 @@ def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, w
     state, losses = train.train_denoiser(model, noise, params, features["train"], spec, metadiff_train_config(config))
     for step in range(0, len(losses), 50):
         writer.add_scalar(f"metadiff_{shots}shot/loss", float(losses[step]), step)
-    checkpointer = _checkpointer()
-    checkpointer.save(path, {"params": state.params, "ema_params": state.ema_params})
-    checkpointer.wait_until_finished()
+    _save(path, {"params": state.params, "ema_params": state.ema_params})
     np.save(losses_path, losses)
     return model, noise, state.ema_params, losses
 
@@ -248,9 +251,7 @@ def stage_baseline(config, workdir: pathlib.Path, shots: int, spec, splits, writ
                     raise diffusion.TrainingDiverged(f"{config.method} diverged at outer step {index}: the loss is {loss}.")
                 writer.add_scalar(f"{config.method}_{shots}shot/loss", loss, index)
                 bar.set_postfix(loss=f"{loss:.3f}")
-    checkpointer = _checkpointer()
-    checkpointer.save(path, state)
-    checkpointer.wait_until_finished()
+    _save(path, state)
     return learner, state
 
 
