@@ -67,6 +67,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.sampler_steps = 0  # ddim only; 0 means T
     config.metadiff.start = "noise"
 
+    config.parallel = ml_collections.ConfigDict()
+    # Devices of the ('data',) mesh that MetaDiff's outer step and sampler are sharded over: 0 = every device
+    # of every process (one CPU here, 8 GPUs on an 8-GPU host, a whole TPU pod); N = the first N (one host).
+    config.parallel.devices = 0
+
     # Used when method is a baseline: meta-trained from scratch on image episodes, no pretraining.
     config.baseline = ml_collections.ConfigDict()
     config.baseline.steps = 2000

@@ -6,6 +6,10 @@ meta-trains MetaDiff per shot count, evaluates it beside the prototype classifie
 and writes to DIR: results.json, results.md, plots/, tensorboard/, checkpoints/ (orbax), features/,
 test_episodes_<K>shot.npz. A rerun skips every stage already done and says so; a DIR holding a run with
 another config is refused before any work.
+
+Multi-host (README, "Scaling out"): run the same command on every host with --distributed (TPU pods and
+Slurm are detected), or with --coordinator_address, --num_processes and --process_id; DIR must be a
+folder every host sees.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (a get_config() module).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for this run's outputs.", required=True)
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join a multi-host run, detecting the cluster (TPU pod, Slurm).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for a multi-host run that is not detected.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the multi-host run (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1 (with --coordinator_address).")
 
 
 def unknown_config_keys(argv: list[str]) -> list[str]:
@@ -77,10 +85,31 @@ def prepare_workdir(path: str) -> pathlib.Path:
     return workdir
 
 
+def join_processes() -> None:
+    """jax.distributed.initialize, before any other JAX call, when the flags ask for a multi-host run."""
+    explicit = {"--coordinator_address": _COORDINATOR.value, "--num_processes": _NUM_PROCESSES.value, "--process_id": _PROCESS_ID.value}
+    given = [name for name, value in explicit.items() if value is not None]
+    if not given and not _DISTRIBUTED.value:
+        return
+    if given and len(given) < 3:
+        missing = ", ".join(name for name in explicit if name not in given)
+        raise app.UsageError(f"{', '.join(given)} given without {missing}: a multi-host run names all three (or uses --distributed alone).")
+    if given and not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+        raise app.UsageError(f"--process_id {_PROCESS_ID.value} is not in 0 .. {_NUM_PROCESSES.value - 1} (--num_processes {_NUM_PROCESSES.value}).")
+    from metadiff_jax import parallel
+
+    try:
+        parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except (RuntimeError, ValueError) as error:
+        print(f"error: could not join the multi-host run ({error}). Check the coordinator address and that every process was started.", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
+    join_processes()
     from launch import pipeline
     from metadiff_jax.data.datasets import DatasetError
     from metadiff_jax.data.episodes import EpisodeError

@@ -2,6 +2,12 @@
 
 dataset -> pretrain the backbone -> feature cache -> per shot count: meta-train MetaDiff -> evaluate.
 This is the file-and-flag layer: the library functions it calls take arrays and return arrays.
+
+In a multi-host run every process runs this same code on a workdir they all see (a shared filesystem):
+MetaDiff's outer step and sampler are data-parallel over the mesh of every device (config.parallel);
+pretraining, feature encoding and the image-episode baselines run whole on each process's first device
+(identical, deterministic work); only process 0 writes logs, plots, caches and results, and every
+process takes part in orbax's checkpoint saves, which write each array once.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import platform
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 import tensorboardX
 import tqdm
 
-from metadiff_jax import backbones, denoiser, diffusion, evaluate, plots, pretrain, sampler, schedule, train
+from metadiff_jax import backbones, denoiser, diffusion, evaluate, parallel, plots, pretrain, sampler, schedule, train
 from metadiff_jax.baselines import gradient, protonet
 from metadiff_jax.data import datasets, episodes
 
@@ -34,7 +41,45 @@ class UsageError(ValueError):
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    if parallel.is_main_process():
+        print(message, flush=True)
+
+
+class _NoWriter:
+    """Stands in for the TensorBoard writer on processes other than 0."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    """Writes a file under its final name only once complete, so that a reader never sees half of it."""
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def check_shared_workdir(workdir: pathlib.Path) -> None:
+    """In a multi-host run, refuses a workdir that the processes do not all see (a host-local folder)."""
+    if jax.process_count() == 1:
+        return
+    token = workdir / ".process0_token"
+    if parallel.is_main_process():
+        token.write_text("written by process 0")
+    parallel.barrier("shared workdir token written")
+    seen = multihost_utils.process_allgather(np.array(token.exists()))
+    parallel.barrier("shared workdir token read")
+    if parallel.is_main_process():
+        token.unlink()
+    if not np.all(seen):
+        missing = ", ".join(str(i) for i in np.flatnonzero(~np.asarray(seen)))
+        raise UsageError(
+            f"{workdir} is not shared between the processes of this run: process(es) {missing} cannot see a file that "
+            "process 0 wrote there. Pass a --workdir on a filesystem every host mounts (NFS, Filestore, a gcsfuse bucket)."
+        )
 
 
 def check_run_identity(workdir: pathlib.Path, config) -> None:
@@ -59,7 +104,7 @@ def record_run(workdir: pathlib.Path, config) -> None:
     record = workdir / "run.json"
     if not record.exists():
         started = datetime.datetime.now().isoformat(timespec="seconds")
-        record.write_text(json.dumps({"config": json.loads(config.to_json()), "started": started}, indent=2))
+        _write_text(record, json.dumps({"config": json.loads(config.to_json()), "started": started}, indent=2))
 
 
 def _differences(a, b, prefix: str = ""):
@@ -124,10 +169,20 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
 
 
 def _save(path: pathlib.Path, tree) -> None:
-    """Writes an orbax checkpoint and waits for it: a stage counts as done only once its save committed."""
+    """Writes an orbax checkpoint and waits for it: a stage counts as done only once its save committed.
+
+    Saved as host numpy arrays: with several processes orbax then writes each array once (from process 0),
+    whether it was replicated over a multi-host mesh or computed on every process's own device.
+    """
     checkpointer = _checkpointer()
-    checkpointer.save(path, tree)
+    checkpointer.save(path, jax.tree_util.tree_map(parallel.host_value, tree))
     checkpointer.wait_until_finished()
+
+
+def _restore(path: pathlib.Path, abstract):
+    """Restores a checkpoint written by _save into host numpy arrays shaped like `abstract`."""
+    target = jax.tree_util.tree_map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract)
+    return _checkpointer().restore(path, target)
 
 
 def _checkpointer() -> ocp.StandardCheckpointer:
@@ -145,13 +200,14 @@ def stage_pretrain(config, workdir: pathlib.Path, splits, writer):
     abstract = jax.eval_shape(lambda: backbones.init_variables(backbone, jax.random.PRNGKey(0), splits["train"].image_shape))
     if _saved(path):
         say(f"[pretrain] done earlier: restoring {path}")
-        return backbone, _checkpointer().restore(path, abstract)
+        return backbone, _restore(path, abstract)
     say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs")
-    variables, history = pretrain.pretrain(backbone, splits["train"], splits["validation"], pretrain_config(config))
+    variables, history = pretrain.pretrain(backbone, splits["train"], splits["validation"], pretrain_config(config), progress=parallel.is_main_process())
     for record in history:
         writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
         writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])
-    (workdir / "pretrain_history.json").write_text(json.dumps(history, indent=2))
+    if parallel.is_main_process():
+        _write_text(workdir / "pretrain_history.json", json.dumps(history, indent=2))
     _save(path, variables)
     return backbone, variables
 
@@ -170,9 +226,7 @@ def stage_features(workdir: pathlib.Path, backbone, variables, splits, dataset_i
     path = workdir / "features" / f"{key}.npz"
     if path.exists():
         say(f"[features] cached for this backbone and dataset: {path}")
-        with np.load(path) as cached:
-            arrays = {name: cached[name] for name in splits}
-    else:
+    elif parallel.is_main_process():
         say("[features] encoding every split with the frozen backbone")
         encode = pretrain.make_encoder(backbone)
         arrays = {name: encode(variables, split.images, progress=True, description=f"Encoding {name}") for name, split in splits.items()}
@@ -180,6 +234,9 @@ def stage_features(workdir: pathlib.Path, backbone, variables, splits, dataset_i
         temporary = path.with_suffix(".partial.npz")
         np.savez(temporary, **arrays)
         temporary.rename(path)  # a killed run never leaves a half-written cache under the final name
+    parallel.barrier("feature cache written")  # other processes read what process 0 encoded
+    with np.load(path) as cached:
+        arrays = {name: cached[name] for name in splits}
     return {
         name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}")
         for name, split in splits.items()
@@ -199,7 +256,7 @@ def scale_to_unit_targets(features):
     return scaled, scale
 
 
-def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, writer):
+def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, writer, mesh):
     """MetaDiff for `shots`: restored from workdir/checkpoints/metadiff_<shots>shot, or trained and saved."""
     dim = features["train"].images.shape[-1]
     kwargs = {"condition": config.metadiff.condition} if config.metadiff.denoiser == "tcunet" else {}
@@ -210,15 +267,16 @@ def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, w
     params = denoiser.init_params(model, jax.random.PRNGKey(config.seed))
     if _saved(path) and losses_path.exists():
         say(f"[metadiff {shots}-shot] done earlier: restoring {path}")
-        abstract = jax.eval_shape(lambda: {"params": params, "ema_params": params})
-        restored = _checkpointer().restore(path, abstract)
+        restored = _restore(path, {"params": params, "ema_params": params})
         return model, noise, restored["ema_params"], np.load(losses_path)
     say(f"[metadiff {shots}-shot] meta-training {config.metadiff.steps} steps on {features['train'].num_classes} base classes")
-    state, losses = train.train_denoiser(model, noise, params, features["train"], spec, metadiff_train_config(config))
+    state, losses = train.train_denoiser(model, noise, params, features["train"], spec, metadiff_train_config(config), parallel.is_main_process(), mesh)
     for step in range(0, len(losses), 50):
         writer.add_scalar(f"metadiff_{shots}shot/loss", float(losses[step]), step)
     _save(path, {"params": state.params, "ema_params": state.ema_params})
-    np.save(losses_path, losses)
+    if parallel.is_main_process():
+        np.save(losses_path, losses)
+    parallel.barrier("losses written")
     return model, noise, state.ema_params, losses
 
 
@@ -237,11 +295,11 @@ def stage_baseline(config, workdir: pathlib.Path, shots: int, spec, splits, writ
     path = (workdir / "checkpoints" / f"{config.method}_{shots}shot").absolute()
     if _saved(path):
         say(f"[{config.method} {shots}-shot] done earlier: restoring {path}")
-        return learner, _checkpointer().restore(path, jax.eval_shape(lambda: state))
+        return learner, _restore(path, state)
     say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes")
     step = jax.jit(learner.meta_train_step, donate_argnums=0)
     batches = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch))
-    with tqdm.trange(config.baseline.steps, desc=f"{config.method} {shots}-shot", unit="step") as bar:
+    with tqdm.trange(config.baseline.steps, desc=f"{config.method} {shots}-shot", unit="step", disable=not parallel.is_main_process()) as bar:
         for index in bar:
             batch = next(batches)
             state, metrics = step(state, (batch.support_images, batch.support_labels, batch.query_images, batch.query_labels))
@@ -260,7 +318,8 @@ def baseline_accuracies(learner, state, test_images: episodes.Episodes) -> np.nd
     on CPU runs the inner loop's convolution gradients ~6x slower inside lax.map's while loop."""
     accuracy = jax.jit(learner.query_accuracy)
     arrays = [np.asarray(a) for a in test_images]
-    return np.array([float(accuracy(state, *(a[i] for a in arrays))) for i in tqdm.trange(len(arrays[0]), desc="evaluating", unit="episode", leave=False)])
+    episodes_range = tqdm.trange(len(arrays[0]), desc="evaluating", unit="episode", leave=False, disable=not parallel.is_main_process())
+    return np.array([float(accuracy(state, *(a[i] for a in arrays))) for i in episodes_range])
 
 
 def package_versions() -> dict[str, str]:
@@ -284,23 +343,45 @@ def format_results(results: list[evaluate.MethodResult]) -> str:
     return "\n".join(lines)
 
 
+def build_dataset(config):
+    """The tfds builder, built if missing: by process 0 first, then by any process that does not see it."""
+    build = lambda: datasets.build(config.dataset.name, config.dataset.config, data_dir(config), workers=config.dataset.workers or None)
+    builder = build() if parallel.is_main_process() else None
+    parallel.barrier("dataset built by process 0")
+    return builder or build()
+
+
 def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
+    main = parallel.is_main_process()
     check_run_identity(workdir, config)
-    builder = datasets.build(config.dataset.name, config.dataset.config, data_dir(config), workers=config.dataset.workers or None)
+    check_shared_workdir(workdir)
+    try:
+        mesh = parallel.mesh_from_config(config.parallel.devices)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    builder = build_dataset(config)
     identity = datasets.dataset_identity(builder)
     splits = {name: datasets.load_split(builder, name) for name in datasets.SPLITS}
     validate(config, splits)
-    record_run(workdir, config)
+    if config.method == "metadiff" and config.metadiff.batch_size % mesh.size:
+        raise UsageError(
+            f"metadiff.batch_size {config.metadiff.batch_size} cannot be split over the {mesh.size} devices of the mesh; "
+            f"set --config.metadiff.batch_size to a multiple of {mesh.size}."
+        )
+    if main:
+        record_run(workdir, config)
+    say(f"[mesh] {mesh.size} device(s) ({jax.devices()[0].platform}) in {jax.process_count()} process(es)")
     rows = datasets.summary(builder)
     say(f"\n[dataset] {identity} in {builder.data_dir}\n| split | classes | images |\n|---|---|---|")
     say("\n".join(f"| {r['split']} | {r['classes']} | {r['images']} |" for r in rows))
     if config.dataset.name == "kanjivg_glyphs":
         say("[dataset] renders of real glyph stroke data from KanjiVG, not Omniglot")
     plot_dir = workdir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    plots.sample_grid(splits["train"], rows=8, columns=10, seed=config.seed, title=identity).savefig(plot_dir / "data_samples.png", dpi=100)
+    if main:
+        plot_dir.mkdir(exist_ok=True)
+        plots.sample_grid(splits["train"], rows=8, columns=10, seed=config.seed, title=identity).savefig(plot_dir / "data_samples.png", dpi=100)
 
-    writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
+    writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard")) if main else _NoWriter()
     results, curves, baselines, loss_curves, test_hashes, per_episode = [], {}, {}, {}, {}, {}
     feature_scale = 1.0
     if config.method == "metadiff":
@@ -311,7 +392,9 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
             say(f"[features] scaled by {feature_scale:.4g} so that the train class means have unit standard deviation")
     for shots, spec in episode_specs(config).items():
         plan = episodes.sample_plan(splits["test"], spec, config.episodes.test_seed, np.arange(config.episodes.test_episodes))
-        test_hashes[str(shots)] = episodes.save_plan(workdir / f"test_episodes_{shots}shot.npz", plan, splits["test"], spec, config.episodes.test_seed)
+        test_hashes[str(shots)] = episodes.plan_hash(plan)
+        if main:
+            episodes.save_plan(workdir / f"test_episodes_{shots}shot.npz", plan, splits["test"], spec, config.episodes.test_seed)
         if config.method != "metadiff":
             learner, state = stage_baseline(config, workdir, shots, spec, splits, writer)
             say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes")
@@ -319,12 +402,12 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
             results.append(evaluate.summarize(config.method, accuracies, spec.ways, shots))
             per_episode[f"{config.method}_{shots}shot"] = accuracies
             continue
-        model, noise, ema_params, losses = stage_metatrain(config, workdir, shots, spec, features, writer)
+        model, noise, ema_params, losses = stage_metatrain(config, workdir, shots, spec, features, writer, mesh)
         loss_curves[f"{shots}-shot"] = losses
         test = evaluate.episodes_from_plan(features["test"], plan)
         say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
         prototype_accuracies = evaluate.prototype_accuracies(test, spec.ways)
-        evaluate_fn = evaluate.make_evaluator(model, noise, sampler_config(config), spec.ways)
+        evaluate_fn = evaluate.make_evaluator(model, noise, sampler_config(config), spec.ways, mesh=mesh)
         metadiff_accuracies, per_step = evaluate_fn(ema_params, test, jax.random.PRNGKey(config.seed))
         results.append(evaluate.summarize("prototypes", prototype_accuracies, spec.ways, shots))
         results.append(evaluate.summarize("metadiff", metadiff_accuracies, spec.ways, shots, reference=prototype_accuracies))
@@ -335,14 +418,17 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
     for result in results:
         writer.add_scalar(f"test/{result.method}_{result.shots}shot_accuracy", result.accuracy, 0)
     writer.close()
+    table = format_results(results)
+    if not main:
+        return results
     np.savez(workdir / "per_episode_accuracy.npz", **per_episode)
 
     if curves:
         plots.accuracy_per_step(curves, baselines, f"{identity}: test accuracy along the reverse process").savefig(plot_dir / "accuracy_per_step.png", dpi=110)
         plots.training_loss(loss_curves, "MetaDiff training loss").savefig(plot_dir / "training_loss.png", dpi=110)
-    table = format_results(results)
-    (workdir / "results.md").write_text(table + "\n")
-    (workdir / "results.json").write_text(
+    _write_text(workdir / "results.md", table + "\n")
+    _write_text(
+        workdir / "results.json",
         json.dumps(
             {
                 "results": [dataclasses.asdict(r) for r in results],
@@ -350,13 +436,15 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
                 "dataset": identity,
                 "seed": config.seed,
                 "feature_scale": feature_scale,
+                "devices": mesh.size,
+                "processes": jax.process_count(),
                 "test_episodes_sha256": test_hashes,
                 "config": json.loads(config.to_json()),
                 "versions": package_versions(),
                 "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             },
             indent=2,
-        )
+        ),
     )
     say("\n" + table)
     say(f"\nWrote {workdir / 'results.json'}, {workdir / 'results.md'}, plots in {plot_dir}, TensorBoard logs in {workdir / 'tensorboard'}")

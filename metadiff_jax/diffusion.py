@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from metadiff_jax import parallel
 from metadiff_jax import schedule as schedule_lib
 
 
@@ -138,11 +139,12 @@ class TrainingDiverged(RuntimeError):
 
 
 def raise_if_diverged(state: TrainState, metrics: dict | None = None) -> None:
-    diverged_at = int(state.diverged_at)
+    scalar = parallel.host_value  # also reads values replicated over the devices of several hosts
+    diverged_at = int(scalar(state.diverged_at))
     if diverged_at >= 0:
-        detail = f" (last loss {float(metrics['loss'])}, gradient norm {float(metrics['grad_norm'])})" if metrics else ""
+        detail = f" (last loss {float(scalar(metrics['loss']))}, gradient norm {float(scalar(metrics['grad_norm']))})" if metrics else ""
         raise TrainingDiverged(
             f"Training diverged at step {diverged_at}: the loss or a gradient was NaN or Inf{detail}. The state kept is "
-            f"the last good one, after step {int(state.step)}. Lower the learning rate or check the features for "
+            f"the last good one, after step {int(scalar(state.step))}. Lower the learning rate or check the features for "
             "extreme values."
         )

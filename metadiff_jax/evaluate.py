@@ -142,7 +142,8 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
         keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(episode_ids)
         return jax.vmap(sample_one)(support_features, support_labels, query_features, query_labels, keys)
 
-    run = jax.jit(run)
+    # With a mesh the results come back replicated, so that every process of a multi-host run can read them.
+    run = jax.jit(run) if mesh is None else jax.jit(run, out_shardings=parallel.replicated(mesh))
 
     def evaluate(params, episodes: FeatureEpisodes, rng):
         check_episodes(episodes, ways, denoiser.dim)
@@ -164,8 +165,8 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
                 arrays = parallel.put_sharded(arrays, mesh)
                 chunk_params = parallel.put_replicated(params, mesh)
             acc, steps = run(chunk_params, *arrays, rng)
-            accuracies.append(np.asarray(acc)[:count])
-            per_step.append(np.asarray(steps)[:count])
+            accuracies.append(parallel.host_value(acc)[:count])
+            per_step.append(parallel.host_value(steps)[:count])
         per_step = np.concatenate(per_step)
         return np.concatenate(accuracies), per_step.mean(axis=0)
 

@@ -8,8 +8,8 @@ devices (and so how many) is configuration, not code.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -19,6 +19,39 @@ def make_mesh(devices=None) -> Mesh:
     """A 1-D mesh over `devices` (default: every device of every process)."""
     devices = np.asarray(jax.devices() if devices is None else devices)
     return Mesh(devices, (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def mesh_from_config(device_count: int) -> Mesh:
+    """The mesh a config asks for: 0 means every device of every process, N > 0 the first N (one process only)."""
+    available = jax.device_count()
+    if device_count == 0:
+        return make_mesh()
+    if device_count < 0 or device_count > available:
+        raise ValueError(f"parallel.devices is {device_count}, but {available} devices are visible; use 0 (all) or 1..{available}.")
+    if jax.process_count() > 1 and device_count != available:
+        raise ValueError(
+            f"parallel.devices is {device_count} in a {jax.process_count()}-process run; a multi-host mesh spans every "
+            f"device of every process: use 0 (all {available})."
+        )
+    return make_mesh(jax.devices()[:device_count])
+
+
+def is_main_process() -> bool:
+    """Process 0 of a multi-host run (always true on one host): the one that writes logs, plots and results."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier of this name (no-op with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def host_value(leaf) -> np.ndarray:
+    """A numpy copy of an array that every process holds whole (replicated, or local to one device)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return np.asarray(leaf.addressable_data(0))  # replicated: every shard is the whole array
+    return np.asarray(leaf)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -48,15 +81,21 @@ def data_parallel_step(step_fn, mesh: Mesh):
     )
 
 
+def _place(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # From a value every process holds whole; unlike device_put, this also builds arrays spanning hosts.
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
 def put_replicated(tree, mesh: Mesh):
-    return jax.device_put(tree, replicated(mesh))
+    """Every leaf (held whole by every process) replicated on every device of the mesh."""
+    return jax.tree_util.tree_map(lambda leaf: _place(host_value(leaf), replicated(mesh)), tree)
 
 
 def put_sharded(tree, mesh: Mesh):
-    """Places every leaf with its leading axis split over the mesh (its length must divide evenly)."""
+    """Every leaf (held whole by every process) with its leading axis split over the mesh (evenly)."""
     leaves = jax.tree_util.tree_leaves(tree)
     check_divisible(len(leaves[0]), mesh)
-    return jax.device_put(jax.tree_util.tree_map(jnp.asarray, tree), sharded(mesh))
+    return jax.tree_util.tree_map(lambda leaf: _place(np.asarray(leaf), sharded(mesh)), tree)
 
 
 def pad_to_multiple(arrays: tuple, multiple: int) -> tuple[tuple, int]:

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import tqdm
 
-from metadiff_jax import diffusion
+from metadiff_jax import diffusion, parallel
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
 
@@ -52,9 +52,13 @@ def training_batches(
         batch += 1
 
 
-def train_denoiser(denoiser, schedule, params, split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, config: TrainConfig, progress: bool = True):
+def train_denoiser(
+    denoiser, schedule, params, split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, config: TrainConfig, progress: bool = True, mesh=None
+):
     """Meta-trains `denoiser` on episodes of `split` (features grouped by class) with class-mean targets.
 
+    With a `mesh` (metadiff_jax.parallel) the outer step is data-parallel: parameters replicated, each
+    global batch's episodes sharded over the devices, each process sampling only its own slice of them.
     Returns (final TrainState, losses per step as a numpy array). Raises diffusion.TrainingDiverged, naming
     the step, if a loss or gradient becomes NaN or Inf; the state is then the last good one.
     """
@@ -71,17 +75,26 @@ def train_denoiser(denoiser, schedule, params, split: ClassIndexedSplit, spec: e
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
     state = diffusion.init_state(params, optimizer)
-    step_fn = diffusion.jit_train_step(
-        diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start)
-    )
+    train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start)
+    if mesh is None:
+        step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1
+    else:
+        parallel.check_divisible(config.batch_size, mesh, "episodes per step (metadiff.batch_size)")
+        step_fn, place = parallel.data_parallel_step(train_step, mesh), (lambda batch: parallel.global_batch(batch, mesh))
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+        state = parallel.put_replicated(state, mesh)
+    # Fake CPU devices outnumbering the cores can deadlock an all-reduce with several steps in flight.
+    wait_each_step = mesh is not None and mesh.size > jax.process_count() and mesh.devices.flat[0].platform == "cpu"
     rng = jax.random.PRNGKey(config.seed)
-    batches = episodes_lib.prefetch(training_batches(split, targets, spec, config.batch_size, config.seed))
+    batches = episodes_lib.prefetch(training_batches(split, targets, spec, config.batch_size, config.seed, shard_index=shard_index, shard_count=shard_count))
     losses = []
     with tqdm.trange(config.steps, desc="Meta-training", unit="step", disable=not progress) as bar:
         for step in bar:
-            state, metrics = step_fn(state, next(batches), rng)
+            state, metrics = step_fn(state, place(next(batches)), rng)
             losses.append(metrics["loss"])
+            if wait_each_step:
+                jax.block_until_ready(state)
             if (step + 1) % config.check_every == 0 or step + 1 == config.steps:
                 diffusion.raise_if_diverged(state, metrics)
-                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-    return state, np.asarray(jax.device_get(losses), np.float32)
+                bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
+    return state, np.array([parallel.host_value(loss) for loss in losses], np.float32)

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from process_helpers import free_port, run_processes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = [
@@ -132,3 +133,44 @@ def test_compare_pairs_runs_on_the_same_episodes_and_refuses_others(tmp_path):
     _fake_run(tmp_path / "c", "anil", [0.5] * 4, digest="other")
     with pytest.raises(SystemExit, match="other 1-shot test episodes"):
         compare.compare([tmp_path / "a", tmp_path / "c"], "metadiff")
+
+
+def _distributed(port: int, process_id: int) -> list[str]:
+    return [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={process_id}"]
+
+
+def test_main_job_on_two_processes_gives_the_results_of_one(tmp_path, small_data_dir):
+    args = ["--config", "configs/quick.py", f"--config.dataset.data_dir={small_data_dir}", *TINY, "--config.metadiff.steps=20"]
+    one = run_main("--workdir", str(tmp_path / "one"), *args[2:])
+    assert one.returncode == 0, one.stderr[-3000:]
+    port = free_port()
+    command = lambda i: [sys.executable, "-m", "launch.main", "--workdir", str(tmp_path / "two"), *args, *_distributed(port, i)]
+    outputs = run_processes([command(0), command(1)], timeout=300, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for returncode, _, err in outputs:
+        assert returncode == 0, err[-3000:]
+    assert "[mesh] 2 device(s) (cpu) in 2 process(es)" in outputs[0][1]
+    assert "| method |" in outputs[0][1] and "| method |" not in outputs[1][1]  # process 0 alone reports
+    results = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert results["processes"] == 2 and results["devices"] == 2
+    single, double = (np.load(tmp_path / name / "per_episode_accuracy.npz") for name in ("one", "two"))
+    assert sorted(single.files) == sorted(double.files)
+    for key in single.files:
+        # Two hosts each hold half of every batch; the mean gradient's rounding differs at ~1e-7, not the accuracies.
+        np.testing.assert_array_equal(single[key], double[key], err_msg=key)
+
+
+def test_bad_multihost_flags_and_an_unshared_workdir_are_clear_errors(tmp_path, small_data_dir):
+    partial = run_main("--workdir", str(tmp_path / "run"), "--coordinator_address=127.0.0.1:1234")
+    assert partial.returncode != 0 and "without --num_processes, --process_id" in partial.stderr
+    out_of_range = run_main("--workdir", str(tmp_path / "run"), "--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2")
+    assert out_of_range.returncode != 0 and "--process_id 2 is not in 0 .. 1" in out_of_range.stderr
+
+    port = free_port()
+    command = lambda i: [
+        sys.executable, "-m", "launch.main", "--config", "configs/quick.py", "--workdir", str(tmp_path / f"host{i}"),
+        f"--config.dataset.data_dir={small_data_dir}", *_distributed(port, i),
+    ]
+    outputs = run_processes([command(0), command(1)], timeout=180, cwd=ROOT)
+    for returncode, _, err in outputs:
+        assert returncode == 2 and "is not shared between the processes of this run: process(es) 1" in err, err[-2000:]
+    assert not (tmp_path / "host0" / "results.json").exists()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from metadiff_jax import parallel
+from process_helpers import free_port, run_processes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -35,32 +36,14 @@ def test_padding_and_uneven_splits():
         parallel.check_divisible(3, type("FakeMesh", (), {"size": 2})())
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_two_processes_on_loopback_end_with_identical_parameters():
-    port = str(_free_port())
+    port = str(free_port())
     script = str(ROOT / "tests" / "scripts" / "multiprocess_check.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    processes = [
-        subprocess.Popen([sys.executable, script, str(i), port], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for i in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=180) for p in processes]
-    finally:
-        for p in processes:  # never leave a process behind, whatever happened
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(processes, outputs):
-        assert p.returncode == 0, err[-3000:]
-    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    outputs = run_processes([[sys.executable, script, str(i), port] for i in range(2)], timeout=180, cwd=ROOT, env=env)
+    for returncode, _, err in outputs:
+        assert returncode == 0, err[-3000:]
+    reports = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outputs]
     assert [r["process"] for r in reports] == [0, 1]
     assert all(r["processes"] == 2 and r["devices"] == 2 and r["step"] == 3 for r in reports)
     assert reports[0]["checksum"] == reports[1]["checksum"] and np.isfinite(reports[0]["checksum"])
