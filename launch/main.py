@@ -101,7 +101,12 @@ def join_processes() -> None:
     try:
         parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except (RuntimeError, ValueError) as error:
-        print(f"error: could not join the multi-host run ({error}). Check the coordinator address and that every process was started.", file=sys.stderr)
+        hint = (
+            "Check the coordinator address and that every process was started."
+            if given
+            else "--distributed detects TPU pods, Slurm and Open MPI only; elsewhere pass --coordinator_address, --num_processes and --process_id."
+        )
+        print(f"error: could not join the multi-host run ({error}). {hint}", file=sys.stderr)
         sys.exit(2)
 
 

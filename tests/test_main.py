@@ -164,6 +164,8 @@ def test_bad_multihost_flags_and_an_unshared_workdir_are_clear_errors(tmp_path, 
     assert partial.returncode != 0 and "without --num_processes, --process_id" in partial.stderr
     out_of_range = run_main("--workdir", str(tmp_path / "run"), "--coordinator_address=127.0.0.1:1234", "--num_processes=2", "--process_id=2")
     assert out_of_range.returncode != 0 and "--process_id 2 is not in 0 .. 1" in out_of_range.stderr
+    undetected = run_main("--workdir", str(tmp_path / "run"), "--distributed")
+    assert undetected.returncode == 2 and "--distributed detects TPU pods, Slurm and Open MPI only" in undetected.stderr
 
     port = free_port()
     command = lambda i: [
