@@ -67,6 +67,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.sampler_steps = 0  # ddim only; 0 means T
     config.metadiff.start = "noise"
 
+    # MetaDiff's meta-training saves its whole state every `every` steps (keeping the last `keep`) in
+    # workdir/checkpoints/metadiff_<K>shot_progress; a stopped run resumes there. Saves are asynchronous.
+    # At each save the EMA model is scored on `validation_episodes` validation episodes (0: off) and the best
+    # is kept in ..._progress_best; the test evaluation uses the final EMA model, as the reference does.
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every = 1000
+    config.checkpoint.keep = 3
+    config.checkpoint.validation_episodes = 100
+
     config.parallel = ml_collections.ConfigDict()
     # Devices of the ('data',) mesh that MetaDiff's outer step and sampler are sharded over: 0 = every device
     # of every process (one CPU here, 8 GPUs on an 8-GPU host, a whole TPU pod); N = the first N (one host).

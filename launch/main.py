@@ -1,5 +1,8 @@
 """The main entry point: `python -m launch.main --config configs/<name>.py --workdir DIR`.
 
+`python -m launch.main eval --workdir DIR` evaluates the finished run in DIR again, with its own config,
+models and test episodes, and checks that it reproduces DIR/results.json exactly.
+
 Any config key can be overridden as `--config.key=value` (e.g. `--config.pretrain.epochs=10`).
 The job (launch/pipeline.py): builds the dataset if missing, pretrains the backbone, caches features,
 meta-trains MetaDiff per shot count, evaluates it beside the prototype classifier on fixed test episodes,
@@ -7,7 +10,9 @@ and writes to DIR: results.json, results.md, plots/, tensorboard/, checkpoints/ 
 test_episodes_<K>shot.npz. A rerun skips every stage already done and says so; a DIR holding a run with
 another config is refused before any work.
 
-Multi-host (README, "Scaling out"): run the same command on every host with --distributed (TPU pods and
+SIGTERM or SIGINT (Ctrl-C) during meta-training saves a checkpoint and stops (exit status 128 + signal);
+during any other stage it stops at once, keeping the stages already finished. Rerunning the same command
+resumes. Multi-host (README, "Scaling out"): run the same command on every host with --distributed (TPU pods and
 Slurm are detected), or with --coordinator_address, --num_processes and --process_id; DIR must be a
 folder every host sees.
 """
@@ -15,7 +20,9 @@ folder every host sees.
 from __future__ import annotations
 
 import importlib.util
+import json
 import pathlib
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -110,21 +117,50 @@ def join_processes() -> None:
         sys.exit(2)
 
 
+def recorded_config(workdir: pathlib.Path):
+    """The config a finished run was made with, from its run.json."""
+    import ml_collections
+
+    from launch.pipeline import UsageError
+
+    record = workdir / "run.json"
+    if not record.is_file():
+        raise UsageError(f"{workdir} holds no run (no run.json); `eval` evaluates a finished run: pass its --workdir.")
+    try:
+        return ml_collections.ConfigDict(json.loads(record.read_text())["config"])
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"{record} is not a run record ({error}).") from error
+
+
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if argv[1:] not in ([], ["eval"]):
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. The one command is `eval` (python -m launch.main eval --workdir DIR).")
+    evaluate_only = argv[1:] == ["eval"]
     logging.set_verbosity(logging.WARNING)
     join_processes()
     from launch import pipeline
     from metadiff_jax.data.datasets import DatasetError
     from metadiff_jax.data.episodes import EpisodeError
     from metadiff_jax.diffusion import TrainingDiverged
+    from metadiff_jax.train import CheckpointError, Preempted
 
+    stopper = pipeline.StopOnSignal()
+    stopper.install()
     try:
-        pipeline.run(_CONFIG.value, prepare_workdir(_WORKDIR.value))
-    except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged) as error:
+        workdir = prepare_workdir(_WORKDIR.value)
+        config = recorded_config(workdir) if evaluate_only else _CONFIG.value
+        pipeline.run(config, workdir, stopper, evaluate_only)
+    except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except pipeline.Irreproducible as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except (Preempted, pipeline.Stopped) as stop:
+        name = signal.Signals(stopper.signum).name
+        where = f" at meta-training step {stop.step}; checkpoint saved in {stop.directory}" if isinstance(stop, Preempted) else "; the stages finished before it are kept"
+        print(f"stopped by {name}{where}. Run the same command to resume.", file=sys.stderr)
+        sys.exit(128 + stopper.signum)
 
 
 if __name__ == "__main__":

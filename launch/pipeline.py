@@ -12,6 +12,7 @@ process takes part in orbax's checkpoint saves, which write each array once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -20,6 +21,8 @@ import json
 import os
 import pathlib
 import platform
+import signal
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,6 +30,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 import tensorboardX
 import tqdm
+import zipfile
 
 from metadiff_jax import backbones, denoiser, diffusion, evaluate, parallel, plots, pretrain, sampler, schedule, train
 from metadiff_jax.baselines import gradient, protonet
@@ -38,6 +42,68 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "tenso
 
 class UsageError(ValueError):
     """Bad input found before any long work; the message says how to fix it."""
+
+
+class Irreproducible(RuntimeError):
+    """`eval` of a finished run gave other numbers than its results.json."""
+
+
+class Stopped(Exception):
+    """A signal stopped the job outside a checkpointed training loop; every finished stage is kept."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class StopOnSignal:
+    """SIGTERM / SIGINT handling: inside a checkpointed training loop (`deferred()`), a request the loop honours
+    at its next step by saving a checkpoint and stopping; anywhere else, an immediate Stopped. A second
+    signal always stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._deferring = 0
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if not first or not self._deferring:
+            raise Stopped(signum)
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    @contextlib.contextmanager
+    def deferred(self):
+        if self.signum is not None:
+            raise Stopped(self.signum)
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+
+
+@dataclasses.dataclass
+class Job:
+    """What every stage needs: the config, the workdir, the TensorBoard writer, the mesh, signal handling,
+    and whether this is `eval` (every stage must be done already; nothing is trained)."""
+
+    config: Any
+    workdir: pathlib.Path
+    writer: Any
+    mesh: Any
+    stopper: StopOnSignal
+    evaluate_only: bool = False
+
+    def require_done(self, what: str) -> None:
+        if self.evaluate_only:
+            raise UsageError(f"{self.workdir} has no finished {what}; `eval` evaluates a finished run: run the main job there first.")
 
 
 def say(message: str) -> None:
@@ -164,6 +230,11 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
     for key in ("steps", "batch_size", "timesteps"):
         if config.metadiff[key] < 1:
             raise UsageError(f"metadiff.{key} must be at least 1, got {config.metadiff[key]}.")
+    if config.checkpoint.validation_episodes < 0:
+        raise UsageError(f"checkpoint.validation_episodes must be 0 (off) or more, got {config.checkpoint.validation_episodes}.")
+    for key in ("every", "keep"):
+        if config.checkpoint[key] < 1:
+            raise UsageError(f"checkpoint.{key} must be at least 1, got {config.checkpoint[key]}.")
     if config.pretrain.epochs < 1:
         raise UsageError(f"pretrain.epochs must be at least 1, got {config.pretrain.epochs}.")
 
@@ -193,14 +264,16 @@ def _saved(path: pathlib.Path) -> bool:
     return (path / "commit_success.txt").exists() or (path / "_CHECKPOINT_METADATA").exists()
 
 
-def stage_pretrain(config, workdir: pathlib.Path, splits, writer):
+def stage_pretrain(job: Job, splits):
     """Pretrained backbone variables: restored from workdir/checkpoints/backbone, or trained and saved there."""
+    config, workdir, writer = job.config, job.workdir, job.writer
     backbone = backbones.make_backbone(config.backbone.name)
     path = (workdir / "checkpoints" / "backbone").absolute()
     abstract = jax.eval_shape(lambda: backbones.init_variables(backbone, jax.random.PRNGKey(0), splits["train"].image_shape))
     if _saved(path):
         say(f"[pretrain] done earlier: restoring {path}")
         return backbone, _restore(path, abstract)
+    job.require_done("pretraining")
     say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs")
     variables, history = pretrain.pretrain(backbone, splits["train"], splits["validation"], pretrain_config(config), progress=parallel.is_main_process())
     for record in history:
@@ -220,27 +293,47 @@ def feature_cache_key(variables, dataset_identity: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def stage_features(workdir: pathlib.Path, backbone, variables, splits, dataset_identity: str):
+def stage_features(job: Job, backbone, variables, splits, dataset_identity: str):
     """Features of every split from the frozen backbone, cached in workdir/features/<key>.npz."""
     key = feature_cache_key(variables, dataset_identity)
-    path = workdir / "features" / f"{key}.npz"
+    path = job.workdir / "features" / f"{key}.npz"
     if path.exists():
         say(f"[features] cached for this backbone and dataset: {path}")
     elif parallel.is_main_process():
+        job.require_done("feature cache")
         say("[features] encoding every split with the frozen backbone")
         encode = pretrain.make_encoder(backbone)
         arrays = {name: encode(variables, split.images, progress=True, description=f"Encoding {name}") for name, split in splits.items()}
         path.parent.mkdir(exist_ok=True)
         temporary = path.with_suffix(".partial.npz")
-        np.savez(temporary, **arrays)
+        np.savez(temporary, cache_key=np.array(key), **arrays)
         temporary.rename(path)  # a killed run never leaves a half-written cache under the final name
     parallel.barrier("feature cache written")  # other processes read what process 0 encoded
-    with np.load(path) as cached:
-        arrays = {name: cached[name] for name in splits}
+    arrays = load_feature_cache(path, key, splits)
     return {
         name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}")
         for name, split in splits.items()
     }
+
+
+def load_feature_cache(path: pathlib.Path, key: str, splits) -> dict[str, np.ndarray]:
+    """The cached features, checked against the backbone's key and the splits' sizes before use."""
+    remedy = f"Delete {path} to encode the features again (nothing else is lost)."
+    try:
+        with np.load(path) as cached:
+            stored_key = str(cached["cache_key"]) if "cache_key" in cached.files else None
+            missing = [name for name in splits if name not in cached.files]
+            arrays = {name: cached[name] for name in splits if name in cached.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UsageError(f"feature cache {path} is damaged ({type(error).__name__}: {error}). {remedy}") from error
+    if stored_key != key:
+        raise UsageError(f"feature cache {path} no longer matches its backbone: it was made for key {stored_key}, the backbone and dataset now give {key}. {remedy}")
+    if missing:
+        raise UsageError(f"feature cache {path} has no features for split(s) {', '.join(missing)}. {remedy}")
+    for name, split in splits.items():
+        if len(arrays[name]) != len(split.images):
+            raise UsageError(f"feature cache {path} holds {len(arrays[name])} {name} rows for {len(split.images)} {name} images. {remedy}")
+    return arrays
 
 
 def scale_to_unit_targets(features):
@@ -256,8 +349,10 @@ def scale_to_unit_targets(features):
     return scaled, scale
 
 
-def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, writer, mesh):
-    """MetaDiff for `shots`: restored from workdir/checkpoints/metadiff_<shots>shot, or trained and saved."""
+def stage_metatrain(job: Job, shots: int, spec, features):
+    """MetaDiff for `shots`: restored from workdir/checkpoints/metadiff_<shots>shot when finished; else
+    trained, resuming from workdir/checkpoints/metadiff_<shots>shot_progress where a stopped run left it."""
+    config, workdir, writer = job.config, job.workdir, job.writer
     dim = features["train"].images.shape[-1]
     kwargs = {"condition": config.metadiff.condition} if config.metadiff.denoiser == "tcunet" else {}
     model = denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs)
@@ -269,8 +364,33 @@ def stage_metatrain(config, workdir: pathlib.Path, shots: int, spec, features, w
         say(f"[metadiff {shots}-shot] done earlier: restoring {path}")
         restored = _restore(path, {"params": params, "ema_params": params})
         return model, noise, restored["ema_params"], np.load(losses_path)
-    say(f"[metadiff {shots}-shot] meta-training {config.metadiff.steps} steps on {features['train'].num_classes} base classes")
-    state, losses = train.train_denoiser(model, noise, params, features["train"], spec, metadiff_train_config(config), parallel.is_main_process(), mesh)
+    job.require_done(f"MetaDiff {shots}-shot training")
+    progress = workdir.absolute() / "checkpoints" / f"metadiff_{shots}shot_progress"
+    saved_steps = sorted(int(p.name) for p in progress.iterdir() if p.name.isdigit()) if progress.is_dir() else []
+    resume = f", resuming from the checkpoint of step {saved_steps[-1]}" if saved_steps else ""
+    made_from = {"config": json.loads(config.to_json()), "features": features["train"].identity, "shots": shots}
+    policy = train.CheckpointPolicy(str(progress), config.checkpoint.every, config.checkpoint.keep, made_from)
+    validate, history = None, []
+    if config.checkpoint.validation_episodes:
+        plan = episodes.sample_plan(features["validation"], spec, config.episodes.test_seed, np.arange(config.checkpoint.validation_episodes))
+        validation = evaluate.episodes_from_plan(features["validation"], plan)
+        evaluator = evaluate.make_evaluator(model, noise, sampler_config(config), spec.ways, mesh=job.mesh)
+
+        def validate(ema_params, step: int) -> float:
+            accuracy = float(evaluator(ema_params, validation, jax.random.PRNGKey(config.seed))[0].mean())
+            writer.add_scalar(f"metadiff_{shots}shot/validation_accuracy", accuracy, step)
+            history.append({"step": step, "validation_accuracy": accuracy})
+            return accuracy
+
+    with job.stopper.deferred():
+        say(f"[metadiff {shots}-shot] meta-training {config.metadiff.steps} steps on {features['train'].num_classes} base classes{resume}")
+        state, losses = train.train_denoiser(
+            model, noise, params, features["train"], spec, metadiff_train_config(config), parallel.is_main_process(), job.mesh, policy, job.stopper, validate
+        )
+    if history and parallel.is_main_process():
+        best = max(history, key=lambda record: record["validation_accuracy"])
+        say(f"[metadiff {shots}-shot] best validation accuracy {100 * best['validation_accuracy']:.2f}% at step {best['step']} (kept in {progress}_best)")
+        _write_text(workdir / f"metadiff_{shots}shot_validation.json", json.dumps(history, indent=2))
     for step in range(0, len(losses), 50):
         writer.add_scalar(f"metadiff_{shots}shot/loss", float(losses[step]), step)
     _save(path, {"params": state.params, "ema_params": state.ema_params})
@@ -288,14 +408,16 @@ def make_baseline(config, ways: int):
     return gradient.GradientMetaLearner(backbone, ways, gradient.GradientMetaConfig(config.method, b.inner_steps, b.inner_lr, b.outer_lr))
 
 
-def stage_baseline(config, workdir: pathlib.Path, shots: int, spec, splits, writer):
+def stage_baseline(job: Job, shots: int, spec, splits):
     """A baseline meta-trained on image episodes of the train split: restored, or trained and saved."""
+    config, workdir, writer = job.config, job.workdir, job.writer
     learner = make_baseline(config, spec.ways)
     state = learner.init(jax.random.PRNGKey(config.seed), np.zeros((1, *splits["train"].image_shape), np.float32))
     path = (workdir / "checkpoints" / f"{config.method}_{shots}shot").absolute()
     if _saved(path):
         say(f"[{config.method} {shots}-shot] done earlier: restoring {path}")
         return learner, _restore(path, state)
+    job.require_done(f"{config.method} {shots}-shot training")
     say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes")
     step = jax.jit(learner.meta_train_step, donate_argnums=0)
     batches = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch))
@@ -351,8 +473,24 @@ def build_dataset(config):
     return builder or build()
 
 
-def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
-    main = parallel.is_main_process()
+def check_reproduced(workdir: pathlib.Path, results: list[evaluate.MethodResult], table: str) -> None:
+    """Prints the table evaluated again and compares it with results.json, field by field, exactly."""
+    recorded = {(r["method"], r["shots"]): r for r in json.loads((workdir / "results.json").read_text())["results"]}
+    say("\n" + table)
+    differences = []
+    for result in results:
+        saved = recorded.get((result.method, result.shots))
+        if saved != dataclasses.asdict(result):
+            differences.append(f"{result.method} {result.shots}-shot: results.json has {saved}, evaluated again {dataclasses.asdict(result)}")
+    if differences:
+        raise Irreproducible("the evaluation does not reproduce results.json:\n" + "\n".join(differences))
+    say(f"\nReproduces {workdir / 'results.json'} exactly ({len(results)} rows).")
+
+
+def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, evaluate_only: bool = False) -> list[evaluate.MethodResult]:
+    """The main job. With evaluate_only (`python -m launch.main eval`), every stage must be done already:
+    the saved models are evaluated again on the saved test episodes and compared with results.json."""
+    main = parallel.is_main_process() and not evaluate_only  # the process that writes
     check_run_identity(workdir, config)
     check_shared_workdir(workdir)
     try:
@@ -370,6 +508,8 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
         )
     if main:
         record_run(workdir, config)
+    if evaluate_only and not (workdir / "results.json").exists():
+        raise UsageError(f"{workdir} holds no finished run (no results.json); run the main job there first.")
     say(f"[mesh] {mesh.size} device(s) ({jax.devices()[0].platform}) in {jax.process_count()} process(es)")
     rows = datasets.summary(builder)
     say(f"\n[dataset] {identity} in {builder.data_dir}\n| split | classes | images |\n|---|---|---|")
@@ -382,11 +522,12 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
         plots.sample_grid(splits["train"], rows=8, columns=10, seed=config.seed, title=identity).savefig(plot_dir / "data_samples.png", dpi=100)
 
     writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard")) if main else _NoWriter()
+    job = Job(config, workdir, writer, mesh, stopper or StopOnSignal(), evaluate_only)
     results, curves, baselines, loss_curves, test_hashes, per_episode = [], {}, {}, {}, {}, {}
     feature_scale = 1.0
     if config.method == "metadiff":
-        backbone, variables = stage_pretrain(config, workdir, splits, writer)
-        features = stage_features(workdir, backbone, variables, splits, identity)
+        backbone, variables = stage_pretrain(job, splits)
+        features = stage_features(job, backbone, variables, splits, identity)
         if config.metadiff.unit_scale_targets:
             features, feature_scale = scale_to_unit_targets(features)
             say(f"[features] scaled by {feature_scale:.4g} so that the train class means have unit standard deviation")
@@ -395,14 +536,16 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
         test_hashes[str(shots)] = episodes.plan_hash(plan)
         if main:
             episodes.save_plan(workdir / f"test_episodes_{shots}shot.npz", plan, splits["test"], spec, config.episodes.test_seed)
+        elif evaluate_only:
+            plan = episodes.load_plan(workdir / f"test_episodes_{shots}shot.npz", splits["test"])[0]  # the run's own list
         if config.method != "metadiff":
-            learner, state = stage_baseline(config, workdir, shots, spec, splits, writer)
+            learner, state = stage_baseline(job, shots, spec, splits)
             say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes")
             accuracies = baseline_accuracies(learner, state, episodes.gather(splits["test"], plan))
             results.append(evaluate.summarize(config.method, accuracies, spec.ways, shots))
             per_episode[f"{config.method}_{shots}shot"] = accuracies
             continue
-        model, noise, ema_params, losses = stage_metatrain(config, workdir, shots, spec, features, writer, mesh)
+        model, noise, ema_params, losses = stage_metatrain(job, shots, spec, features)
         loss_curves[f"{shots}-shot"] = losses
         test = evaluate.episodes_from_plan(features["test"], plan)
         say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
@@ -419,6 +562,9 @@ def run(config, workdir: pathlib.Path) -> list[evaluate.MethodResult]:
         writer.add_scalar(f"test/{result.method}_{result.shots}shot_accuracy", result.accuracy, 0)
     writer.close()
     table = format_results(results)
+    if evaluate_only:
+        check_reproduced(workdir, results, table)
+        return results
     if not main:
         return results
     np.savez(workdir / "per_episode_accuracy.npz", **per_episode)

@@ -1,11 +1,23 @@
-"""The MetaDiff outer loop over a class-indexed feature split: episodes in, a trained TrainState out."""
+"""The MetaDiff outer loop over a class-indexed feature split: episodes in, a trained TrainState out.
+
+With a CheckpointPolicy the loop saves its whole state (parameters, EMA, optimizer state, step, rng, the
+position in the episode stream, the losses so far) every `every` steps through an asynchronous orbax
+CheckpointManager, with the policy's metadata (config, dataset and feature versions) beside it; resumes
+from the latest checkpoint exactly (the episode stream and the step's randomness are functions of the step
+number) after checking that metadata; keeps the EMA parameters with the best validation accuracy in
+`<directory>_best` when given a `validate` function; and stops on request (`should_stop`, e.g. after
+SIGTERM) with a checkpoint of the step it reached.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Callable
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tqdm
 
 from metadiff_jax import diffusion, parallel
@@ -23,6 +35,103 @@ class TrainConfig:
     ema_start: int = 2000
     check_every: int = 100  # steps between host-side checks for divergence (each check syncs)
     seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPolicy:
+    directory: str  # absolute path of the CheckpointManager's folder
+    every: int = 1000  # steps between saves
+    keep: int = 3  # most recent checkpoints kept
+    metadata: dict | None = None  # what the checkpoints were made from; a resume with other metadata is refused
+
+
+class Preempted(Exception):
+    """Training stopped on request after saving a checkpoint of the step it reached."""
+
+    def __init__(self, step: int, directory: str | None):
+        self.step, self.directory = step, directory
+        super().__init__(f"stopped at step {step}" + (f"; checkpoint saved in {directory}" if directory else ""))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: damaged, or made for another configuration."""
+
+
+# Entries sized by the run's length: a run resumed with more steps than it was started with keeps them.
+GROWABLE = ("losses",)
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    # Path names without their container type: orbax stores NamedTuples (the train and optimizer states) as dicts.
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): (tuple(leaf.shape), np.dtype(leaf.dtype)) for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _host_copy(tree):
+    # Copies, not views: the jitted step donates the state's buffers while an asynchronous save still reads them.
+    return jax.tree_util.tree_map(lambda leaf: np.array(parallel.host_value(leaf), copy=True), tree)
+
+
+def _save(manager: ocp.CheckpointManager, step: int, record: dict, metrics: dict | None = None) -> None:
+    manager.save(step, args=ocp.args.Composite(record=ocp.args.StandardSave(_host_copy(record))), metrics=metrics)
+
+
+def _manager(directory: str, metadata: dict | None = None, **options) -> ocp.CheckpointManager:
+    """An asynchronous manager of "record" items. `metadata` is stored with a new directory only: an
+    existing one keeps what it was made with, which check_metadata compares."""
+    return ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(enable_async_checkpointing=True, **options),
+        item_handlers={"record": ocp.StandardCheckpointHandler()},
+        metadata=metadata,
+    )
+
+
+def check_metadata(manager: ocp.CheckpointManager, expected: dict | None) -> None:
+    """Refuses to resume from checkpoints made from another config, dataset or feature cache."""
+    if expected is None or manager.latest_step() is None:
+        return
+    saved = manager.metadata().custom_metadata or {}
+    expected = json.loads(json.dumps(expected))  # tuples become lists, as they were stored
+    differing = sorted(key for key in set(saved) | set(expected) if saved.get(key) != expected.get(key))
+    if differing:
+        raise CheckpointError(
+            f"checkpoints in {manager.directory} were made from another {', '.join(differing)} than this run's; "
+            "resuming from them would silently change the run. Use a new workdir, or delete that folder to start this stage over."
+        )
+
+
+def restore_latest(manager: ocp.CheckpointManager, template: dict):
+    """(record, step) from the latest checkpoint, checked leaf by leaf against `template`; None if none.
+
+    orbax would restore a (3, 4) array into a (3, 5) target without complaint, so shapes are compared first.
+    """
+    step = manager.latest_step()
+    if step is None:
+        return None
+    where = f"{manager.directory}/{step}"
+    try:
+        saved = _leaf_shapes(manager.item_metadata(step)["record"].tree)
+    except Exception as error:  # orbax raises many types for unreadable metadata
+        raise CheckpointError(f"checkpoint {where} cannot be read ({type(error).__name__}: {error}). It is damaged: delete {where} to resume from the checkpoint before it.") from error
+    expected = _leaf_shapes(template)
+    growable = {name for name in expected if name.endswith(GROWABLE)}
+    if saved.keys() != expected.keys():
+        differing = sorted(saved.keys() ^ expected.keys())[:3]
+        raise CheckpointError(f"checkpoint {where} holds another model (entries {', '.join(differing)} differ); it was made with another config. Use a new workdir.")
+    for name, (shape, dtype) in expected.items():
+        if saved[name][0] != shape and name not in growable:
+            raise CheckpointError(
+                f"checkpoint {where} holds {name} of shape {saved[name][0]}, but this config needs {shape}; it was made with another config. Use a new workdir."
+            )
+    shapes = {name: saved[name][0] if name in growable else shape for name, (shape, _) in expected.items()}
+    target = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: np.zeros(shapes[jax.tree_util.keystr(path, simple=True, separator="/")], leaf.dtype), template
+    )
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(record=ocp.args.StandardRestore(target)))["record"]
+    except Exception as error:
+        raise CheckpointError(f"checkpoint {where} cannot be read ({type(error).__name__}: {error}). It is damaged: delete {where} to resume from the checkpoint before it.") from error
+    return restored, step
 
 
 def training_batches(
@@ -53,14 +162,27 @@ def training_batches(
 
 
 def train_denoiser(
-    denoiser, schedule, params, split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, config: TrainConfig, progress: bool = True, mesh=None
+    denoiser,
+    schedule,
+    params,
+    split: ClassIndexedSplit,
+    spec: episodes_lib.EpisodeSpec,
+    config: TrainConfig,
+    progress: bool = True,
+    mesh=None,
+    checkpoints: CheckpointPolicy | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    validate: Callable[[object, int], float] | None = None,
 ):
     """Meta-trains `denoiser` on episodes of `split` (features grouped by class) with class-mean targets.
 
     With a `mesh` (metadiff_jax.parallel) the outer step is data-parallel: parameters replicated, each
     global batch's episodes sharded over the devices, each process sampling only its own slice of them.
-    Returns (final TrainState, losses per step as a numpy array). Raises diffusion.TrainingDiverged, naming
-    the step, if a loss or gradient becomes NaN or Inf; the state is then the last good one.
+    With `checkpoints`, resumes from the latest checkpoint there and saves every `checkpoints.every` steps;
+    `should_stop()` true makes it save and raise Preempted; `validate(ema_params, step)`, called at each save,
+    picks the checkpoint kept in `<directory>_best`. Returns (final TrainState, losses per step as a
+    numpy array). Raises diffusion.TrainingDiverged, naming the step, if a loss or gradient becomes NaN or
+    Inf; the state is then the last good one, and no checkpoint of a diverged state is written.
     """
     features = np.asarray(split.images)
     if features.ndim != 2 or features.shape[1] != denoiser.dim:
@@ -75,6 +197,21 @@ def train_denoiser(
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
     state = diffusion.init_state(params, optimizer)
+    rng = jax.random.PRNGKey(config.seed)
+    losses = np.zeros(config.steps, np.float32)
+    first_step, manager, best = 0, None, None
+    if checkpoints is not None:
+        manager = _manager(checkpoints.directory, checkpoints.metadata, max_to_keep=checkpoints.keep)
+        check_metadata(manager, checkpoints.metadata)
+        if validate is not None:
+            best = _manager(checkpoints.directory + "_best", max_to_keep=1, best_fn=lambda metrics: metrics["validation_accuracy"], best_mode="max")
+        restored = restore_latest(manager, {"state": state, "rng": rng, "losses": losses})
+        if restored is not None:
+            record, first_step = restored
+            state = jax.tree_util.tree_map(jax.numpy.asarray, record["state"])
+            kept = min(len(losses), len(record["losses"]))
+            losses[:kept] = record["losses"][:kept]
+            rng = jax.numpy.asarray(record["rng"])
     train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start)
     if mesh is None:
         step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1
@@ -85,16 +222,45 @@ def train_denoiser(
         state = parallel.put_replicated(state, mesh)
     # Fake CPU devices outnumbering the cores can deadlock an all-reduce with several steps in flight.
     wait_each_step = mesh is not None and mesh.size > jax.process_count() and mesh.devices.flat[0].platform == "cpu"
-    rng = jax.random.PRNGKey(config.seed)
-    batches = episodes_lib.prefetch(training_batches(split, targets, spec, config.batch_size, config.seed, shard_index=shard_index, shard_count=shard_count))
-    losses = []
-    with tqdm.trange(config.steps, desc="Meta-training", unit="step", disable=not progress) as bar:
+    # The stream's batch b is a function of (seed, b) alone, so a resumed run continues it exactly.
+    batches = episodes_lib.prefetch(
+        training_batches(split, targets, spec, config.batch_size, config.seed, first_batch=first_step, shard_index=shard_index, shard_count=shard_count)
+    )
+    pending = []  # this run's losses not yet copied into `losses`: reading them every step would sync
+    record = lambda: {"state": state, "rng": rng, "losses": losses}
+
+    def flush() -> None:
+        for index, loss in pending:
+            losses[index] = parallel.host_value(loss)
+        pending.clear()
+
+    with tqdm.trange(first_step, config.steps, initial=first_step, total=config.steps, desc="Meta-training", unit="step", disable=not progress) as bar:
         for step in bar:
             state, metrics = step_fn(state, place(next(batches)), rng)
-            losses.append(metrics["loss"])
+            pending.append((step, metrics["loss"]))
             if wait_each_step:
                 jax.block_until_ready(state)
-            if (step + 1) % config.check_every == 0 or step + 1 == config.steps:
-                diffusion.raise_if_diverged(state, metrics)
+            done = step + 1
+            stop = should_stop is not None and should_stop()
+            save = manager is not None and (stop or done % checkpoints.every == 0)
+            if save or done % config.check_every == 0 or done == config.steps:
+                diffusion.raise_if_diverged(state, metrics)  # before any save: never checkpoint a diverged run
                 bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
-    return state, np.array([parallel.host_value(loss) for loss in losses], np.float32)
+            if save:
+                flush()
+                _save(manager, done, record())
+                if best is not None:
+                    accuracy = float(validate(state.ema_params, done))
+                    _save(best, done, {"ema_params": state.ema_params}, {"validation_accuracy": accuracy})
+                    bar.set_postfix(loss=f"{losses[step]:.4f}", validation=f"{accuracy:.4f}")
+            if stop:
+                for open_manager in (manager, best):
+                    if open_manager is not None:
+                        open_manager.wait_until_finished()
+                raise Preempted(done, checkpoints.directory if checkpoints else None)
+    flush()
+    for open_manager in (manager, best):
+        if open_manager is not None:
+            open_manager.wait_until_finished()
+            open_manager.close()
+    return state, losses
