@@ -349,6 +349,12 @@ def scale_to_unit_targets(features):
     return scaled, scale
 
 
+def _resuming(progress: pathlib.Path) -> str:
+    """", resuming from the checkpoint of step N" where a stopped run left checkpoints, else ""."""
+    saved_steps = sorted(int(p.name) for p in progress.iterdir() if p.name.isdigit()) if progress.is_dir() else []
+    return f", resuming from the checkpoint of step {saved_steps[-1]}" if saved_steps else ""
+
+
 def stage_metatrain(job: Job, shots: int, spec, features):
     """MetaDiff for `shots`: restored from workdir/checkpoints/metadiff_<shots>shot when finished; else
     trained, resuming from workdir/checkpoints/metadiff_<shots>shot_progress where a stopped run left it."""
@@ -366,8 +372,6 @@ def stage_metatrain(job: Job, shots: int, spec, features):
         return model, noise, restored["ema_params"], np.load(losses_path)
     job.require_done(f"MetaDiff {shots}-shot training")
     progress = workdir.absolute() / "checkpoints" / f"metadiff_{shots}shot_progress"
-    saved_steps = sorted(int(p.name) for p in progress.iterdir() if p.name.isdigit()) if progress.is_dir() else []
-    resume = f", resuming from the checkpoint of step {saved_steps[-1]}" if saved_steps else ""
     made_from = {"config": json.loads(config.to_json()), "features": features["train"].identity, "shots": shots}
     policy = train.CheckpointPolicy(str(progress), config.checkpoint.every, config.checkpoint.keep, made_from)
     validate, history = None, []
@@ -383,7 +387,7 @@ def stage_metatrain(job: Job, shots: int, spec, features):
             return accuracy
 
     with job.stopper.deferred():
-        say(f"[metadiff {shots}-shot] meta-training {config.metadiff.steps} steps on {features['train'].num_classes} base classes{resume}")
+        say(f"[metadiff {shots}-shot] meta-training {config.metadiff.steps} steps on {features['train'].num_classes} base classes{_resuming(progress)}")
         state, losses = train.train_denoiser(
             model, noise, params, features["train"], spec, metadiff_train_config(config), parallel.is_main_process(), job.mesh, policy, job.stopper, validate
         )
@@ -418,19 +422,28 @@ def stage_baseline(job: Job, shots: int, spec, splits):
         say(f"[{config.method} {shots}-shot] done earlier: restoring {path}")
         return learner, _restore(path, state)
     job.require_done(f"{config.method} {shots}-shot training")
-    say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes")
+    progress = workdir.absolute() / "checkpoints" / f"{config.method}_{shots}shot_progress"
+    made_from = {"config": json.loads(config.to_json()), "dataset": splits["train"].identity, "shots": shots}
+    policy = train.CheckpointPolicy(str(progress), config.checkpoint.every, config.checkpoint.keep, made_from)
     step = jax.jit(learner.meta_train_step, donate_argnums=0)
-    batches = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch))
-    with tqdm.trange(config.baseline.steps, desc=f"{config.method} {shots}-shot", unit="step", disable=not parallel.is_main_process()) as bar:
-        for index in bar:
-            batch = next(batches)
-            state, metrics = step(state, (batch.support_images, batch.support_labels, batch.query_images, batch.query_labels))
-            if (index + 1) % 10 == 0 or index + 1 == config.baseline.steps:
-                loss = float(metrics["loss"])
-                if not np.isfinite(loss):
-                    raise diffusion.TrainingDiverged(f"{config.method} diverged at outer step {index}: the loss is {loss}.")
-                writer.add_scalar(f"{config.method}_{shots}shot/loss", loss, index)
-                bar.set_postfix(loss=f"{loss:.3f}")
+
+    def batches_from(first_step: int):
+        stream = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch, first_batch=first_step))
+        return ((b.support_images, b.support_labels, b.query_images, b.query_labels) for b in stream)
+
+    def check(state, metrics) -> None:
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+            raise diffusion.TrainingDiverged(f"{config.method} diverged at outer step {int(state.step)}: the loss is {loss}.")
+
+    with job.stopper.deferred():
+        say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes{_resuming(progress)}")
+        state, losses = train.checkpointed_loop(
+            step, state, batches_from, config.baseline.steps, jax.random.PRNGKey(config.seed), check=check, check_every=10,
+            checkpoints=policy, should_stop=job.stopper, progress=parallel.is_main_process(), description=f"{config.method} {shots}-shot",
+        )
+    for index in range(9, len(losses), 10):
+        writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
     _save(path, state)
     return learner, state
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import numpy as np
@@ -196,9 +196,67 @@ def train_denoiser(
     episodes_lib.check_spec(split, spec)
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
-    state = diffusion.init_state(params, optimizer)
-    rng = jax.random.PRNGKey(config.seed)
-    losses = np.zeros(config.steps, np.float32)
+    train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start)
+    if mesh is None:
+        step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1
+    else:
+        parallel.check_divisible(config.batch_size, mesh, "episodes per step (metadiff.batch_size)")
+        step_fn, place = parallel.data_parallel_step(train_step, mesh), (lambda batch: parallel.global_batch(batch, mesh))
+        shard_index, shard_count = jax.process_index(), jax.process_count()
+
+    def batches_from(first_step: int):
+        stream = training_batches(split, targets, spec, config.batch_size, config.seed, first_batch=first_step, shard_index=shard_index, shard_count=shard_count)
+        return map(place, episodes_lib.prefetch(stream))
+
+    return checkpointed_loop(
+        step_fn,
+        diffusion.init_state(params, optimizer),
+        batches_from,
+        config.steps,
+        jax.random.PRNGKey(config.seed),
+        check=diffusion.raise_if_diverged,
+        check_every=config.check_every,
+        checkpoints=checkpoints,
+        should_stop=should_stop,
+        validate=None if validate is None else (lambda state, step: validate(state.ema_params, step)),
+        best_item=lambda state: {"ema_params": state.ema_params},
+        place_state=(lambda state: state) if mesh is None else (lambda state: parallel.put_replicated(state, mesh)),
+        # Fake CPU devices outnumbering the cores can deadlock an all-reduce with several steps in flight.
+        wait_each_step=mesh is not None and mesh.size > jax.process_count() and mesh.devices.flat[0].platform == "cpu",
+        progress=progress,
+    )
+
+
+def checkpointed_loop(
+    step_fn,
+    state,
+    batches_from: Callable[[int], Iterator],
+    steps: int,
+    rng,
+    *,
+    check: Callable[[object, dict], None],
+    check_every: int = 100,
+    checkpoints: CheckpointPolicy | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    validate: Callable[[object, int], float] | None = None,
+    best_item: Callable[[object], object] = lambda state: state,
+    place_state: Callable[[object], object] = lambda state: state,
+    wait_each_step: bool = False,
+    progress: bool = True,
+    description: str = "Meta-training",
+):
+    """The outer loop every meta-learner here shares: `state, metrics = step_fn(state, batch, rng)` for
+    `steps` steps, with batches from `batches_from(first_step)` (a stream that is a function of the step
+    number, so a resumed run continues it exactly) and `metrics["loss"]` recorded per step.
+
+    `check(state, metrics)` raises if training diverged; it runs every `check_every` steps and before every
+    save, so no checkpoint of a diverged state is written. With `checkpoints`, resumes from the latest
+    checkpoint (its metadata and shapes checked first) and saves {state, rng, losses} every
+    `checkpoints.every` steps; `validate(state, step)` at each save picks the `best_item(state)` kept in
+    `<directory>_best`; `should_stop()` true saves and raises Preempted. `place_state` puts a restored or
+    initial state where the step expects it (e.g. replicated over a mesh). Returns (state, losses).
+    """
+    losses = np.zeros(steps, np.float32)
     first_step, manager, best = 0, None, None
     if checkpoints is not None:
         manager = _manager(checkpoints.directory, checkpoints.metadata, max_to_keep=checkpoints.keep)
@@ -208,50 +266,36 @@ def train_denoiser(
         restored = restore_latest(manager, {"state": state, "rng": rng, "losses": losses})
         if restored is not None:
             record, first_step = restored
-            state = jax.tree_util.tree_map(jax.numpy.asarray, record["state"])
-            kept = min(len(losses), len(record["losses"]))
+            state, rng = jax.tree_util.tree_map(jax.numpy.asarray, (record["state"], record["rng"]))
+            kept = min(steps, len(record["losses"]))
             losses[:kept] = record["losses"][:kept]
-            rng = jax.numpy.asarray(record["rng"])
-    train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start)
-    if mesh is None:
-        step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1
-    else:
-        parallel.check_divisible(config.batch_size, mesh, "episodes per step (metadiff.batch_size)")
-        step_fn, place = parallel.data_parallel_step(train_step, mesh), (lambda batch: parallel.global_batch(batch, mesh))
-        shard_index, shard_count = jax.process_index(), jax.process_count()
-        state = parallel.put_replicated(state, mesh)
-    # Fake CPU devices outnumbering the cores can deadlock an all-reduce with several steps in flight.
-    wait_each_step = mesh is not None and mesh.size > jax.process_count() and mesh.devices.flat[0].platform == "cpu"
-    # The stream's batch b is a function of (seed, b) alone, so a resumed run continues it exactly.
-    batches = episodes_lib.prefetch(
-        training_batches(split, targets, spec, config.batch_size, config.seed, first_batch=first_step, shard_index=shard_index, shard_count=shard_count)
-    )
+    state = place_state(state)
+    batches = batches_from(first_step)
     pending = []  # this run's losses not yet copied into `losses`: reading them every step would sync
-    record = lambda: {"state": state, "rng": rng, "losses": losses}
 
     def flush() -> None:
         for index, loss in pending:
             losses[index] = parallel.host_value(loss)
         pending.clear()
 
-    with tqdm.trange(first_step, config.steps, initial=first_step, total=config.steps, desc="Meta-training", unit="step", disable=not progress) as bar:
+    with tqdm.trange(first_step, steps, initial=first_step, total=steps, desc=description, unit="step", disable=not progress) as bar:
         for step in bar:
-            state, metrics = step_fn(state, place(next(batches)), rng)
+            state, metrics = step_fn(state, next(batches), rng)
             pending.append((step, metrics["loss"]))
             if wait_each_step:
                 jax.block_until_ready(state)
             done = step + 1
             stop = should_stop is not None and should_stop()
             save = manager is not None and (stop or done % checkpoints.every == 0)
-            if save or done % config.check_every == 0 or done == config.steps:
-                diffusion.raise_if_diverged(state, metrics)  # before any save: never checkpoint a diverged run
+            if save or done % check_every == 0 or done == steps:
+                check(state, metrics)
                 bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
             if save:
                 flush()
-                _save(manager, done, record())
+                _save(manager, done, {"state": state, "rng": rng, "losses": losses})
                 if best is not None:
-                    accuracy = float(validate(state.ema_params, done))
-                    _save(best, done, {"ema_params": state.ema_params}, {"validation_accuracy": accuracy})
+                    accuracy = float(validate(state, done))
+                    _save(best, done, best_item(state), {"validation_accuracy": accuracy})
                     bar.set_postfix(loss=f"{losses[step]:.4f}", validation=f"{accuracy:.4f}")
             if stop:
                 for open_manager in (manager, best):

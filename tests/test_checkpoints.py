@@ -134,3 +134,34 @@ def test_checkpoints_of_other_features_are_refused_and_the_best_by_validation_is
     other = dataclasses.replace(same, metadata={"features": "key-b", "shots": (1,)})
     with pytest.raises(train.CheckpointError, match=r"made from another features than this run's"):
         train.train_denoiser(model, noise, params, split, SPEC, dataclasses.replace(config, steps=12), progress=False, checkpoints=other)
+
+
+def test_a_baseline_resumes_bitwise_through_the_same_loop(tmp_path):
+    from metadiff_jax import backbones
+    from metadiff_jax.baselines import protonet
+
+    learner = protonet.ProtoNetLearner(backbones.Conv4(channels=8), ways=3)
+    images = np.random.default_rng(0).random((60, 16, 16, 1), np.float32)
+
+    def batches_from(first_step):
+        for step in range(first_step, 10**6):  # a stream that is a function of the step number
+            order = np.random.default_rng(step).permutation(60)[:12].reshape(2, 6)
+            labels = np.tile(np.repeat(np.arange(3, dtype=np.int32), 2), (2, 1))
+            yield images[order[:, :3]], labels[:, :3], images[order], labels
+
+    def loop(steps, directory=None, should_stop=None):
+        state = learner.init(jax.random.PRNGKey(0), images[:1])
+        policy = None if directory is None else train.CheckpointPolicy(str(directory), every=100, keep=1)
+        step = jax.jit(learner.meta_train_step)
+        return train.checkpointed_loop(
+            step, state, batches_from, steps, jax.random.PRNGKey(0), check=lambda s, m: None, checkpoints=policy, should_stop=should_stop, progress=False
+        )
+
+    straight, straight_losses = loop(6)
+    requests = iter(range(100))
+    with pytest.raises(train.Preempted):
+        loop(6, tmp_path / "ckpt", should_stop=lambda: next(requests) == 2)
+    resumed, resumed_losses = loop(6, tmp_path / "ckpt")
+    _assert_same(straight.params, resumed.params)
+    _assert_same(straight.opt_state, resumed.opt_state)
+    np.testing.assert_array_equal(straight_losses, resumed_losses)
