@@ -71,11 +71,11 @@ def _host_copy(tree):
     return jax.tree_util.tree_map(lambda leaf: np.array(parallel.host_value(leaf), copy=True), tree)
 
 
-def _save(manager: ocp.CheckpointManager, step: int, record: dict, metrics: dict | None = None) -> None:
+def save_record(manager: ocp.CheckpointManager, step: int, record: dict, metrics: dict | None = None) -> None:
     manager.save(step, args=ocp.args.Composite(record=ocp.args.StandardSave(_host_copy(record))), metrics=metrics)
 
 
-def _manager(directory: str, metadata: dict | None = None, **options) -> ocp.CheckpointManager:
+def checkpoint_manager(directory: str, metadata: dict | None = None, **options) -> ocp.CheckpointManager:
     """An asynchronous manager of "record" items. `metadata` is stored with a new directory only: an
     existing one keeps what it was made with, which check_metadata compares."""
     return ocp.CheckpointManager(
@@ -259,10 +259,10 @@ def checkpointed_loop(
     losses = np.zeros(steps, np.float32)
     first_step, manager, best = 0, None, None
     if checkpoints is not None:
-        manager = _manager(checkpoints.directory, checkpoints.metadata, max_to_keep=checkpoints.keep)
+        manager = checkpoint_manager(checkpoints.directory, checkpoints.metadata, max_to_keep=checkpoints.keep)
         check_metadata(manager, checkpoints.metadata)
         if validate is not None:
-            best = _manager(checkpoints.directory + "_best", max_to_keep=1, best_fn=lambda metrics: metrics["validation_accuracy"], best_mode="max")
+            best = checkpoint_manager(checkpoints.directory + "_best", max_to_keep=1, best_fn=lambda metrics: metrics["validation_accuracy"], best_mode="max")
         restored = restore_latest(manager, {"state": state, "rng": rng, "losses": losses})
         if restored is not None:
             record, first_step = restored
@@ -292,10 +292,10 @@ def checkpointed_loop(
                 bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
             if save:
                 flush()
-                _save(manager, done, {"state": state, "rng": rng, "losses": losses})
+                save_record(manager, done, {"state": state, "rng": rng, "losses": losses})
                 if best is not None:
                     accuracy = float(validate(state, done))
-                    _save(best, done, best_item(state), {"validation_accuracy": accuracy})
+                    save_record(best, done, best_item(state), {"validation_accuracy": accuracy})
                     bar.set_postfix(loss=f"{losses[step]:.4f}", validation=f"{accuracy:.4f}")
             if stop:
                 for open_manager in (manager, best):
