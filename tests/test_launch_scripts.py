@@ -13,9 +13,10 @@ JAX_VERSION = next(line.split("==")[1] for line in (ROOT / "requirements.txt").r
 _LOG_CALL = 'echo "{name} $*" | tr "\\n" " " | sed "s/  */ /g; s/ $//" >> "{log}"; echo >> "{log}"'
 
 
-def _fake(bin_dir: pathlib.Path, name: str, log: pathlib.Path, exit_code: int = 0) -> None:
+def _fake(bin_dir: pathlib.Path, name: str, log: pathlib.Path, body: str = "") -> None:
+    """An executable `name` first on PATH (a real gcloud may be installed: it must never be reached)."""
     script = bin_dir / name
-    script.write_text(f'#!/usr/bin/env bash\n{_LOG_CALL.format(name=name, log=log)}\nexit {exit_code}\n')
+    script.write_text(f'#!/usr/bin/env bash\n{_LOG_CALL.format(name=name, log=log)}\n{body}\nexit 0\n')
     script.chmod(0o755)
 
 
@@ -26,9 +27,7 @@ def _run(script: str, args: list[str], env: dict, bin_dir: pathlib.Path) -> subp
 
 def test_tpu_pod_script_creates_the_vm_then_runs_the_job_on_every_worker(tmp_path):
     log = tmp_path / "calls.log"
-    (tmp_path / "gcloud").write_text(  # describe fails: no such TPU yet, so the script must create it
-        f'#!/usr/bin/env bash\n{_LOG_CALL.format(name="gcloud", log=log)}\n[[ "$*" == *describe* ]] && exit 1\nexit 0\n'
-    )
+    _fake(tmp_path, "gcloud", log, body='[[ "$*" == *describe* ]] && exit 1')  # no such TPU yet: the script must create it
     env = {"TPU_NAME": "pod", "ZONE": "us-central2-b", "WORKDIR": "/mnt/shared/run"}
     result = _run("tpu_pod.sh", ["configs/default.py", "--config.metadiff.batch_size=32"], env, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -140,7 +140,7 @@ def _distributed(port: int, process_id: int) -> list[str]:
 
 
 def test_main_job_on_two_processes_gives_the_results_of_one(tmp_path, small_data_dir):
-    args = ["--config", "configs/quick.py", f"--config.dataset.data_dir={small_data_dir}", *TINY, "--config.metadiff.steps=20"]
+    args = ["--config", "configs/quick.py", f"--config.dataset.data_dir={small_data_dir}", *TINY, "--config.metadiff.steps=20", "--config.episodes.shots=(1,)"]
     one = run_main("--workdir", str(tmp_path / "one"), *args[2:])
     assert one.returncode == 0, one.stderr[-3000:]
     port = free_port()
