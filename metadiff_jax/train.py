@@ -76,11 +76,17 @@ def save_record(manager: ocp.CheckpointManager, step: int, record: dict, metrics
 
 
 def checkpoint_manager(directory: str, metadata: dict | None = None, **options) -> ocp.CheckpointManager:
-    """An asynchronous manager of "record" items. `metadata` is stored with a new directory only: an
-    existing one keeps what it was made with, which check_metadata compares."""
+    """A manager of "record" items, asynchronous on one host. `metadata` is stored with a new directory only:
+    an existing one keeps what it was made with, which check_metadata compares.
+
+    With several processes, saves are synchronous: orbax's barriers are device all-reduces
+    (multihost_utils.sync_global_devices), and one issued from its background thread can interleave with
+    the training step's all-reduce in a different order on each host, which deadlocks (seen with gloo:
+    two processes hung in 2 of 5 runs).
+    """
     return ocp.CheckpointManager(
         directory,
-        options=ocp.CheckpointManagerOptions(enable_async_checkpointing=True, **options),
+        options=ocp.CheckpointManagerOptions(enable_async_checkpointing=jax.process_count() == 1, **options),
         item_handlers={"record": ocp.StandardCheckpointHandler()},
         metadata=metadata,
     )

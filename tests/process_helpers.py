@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+import tempfile
 
 
 def free_port() -> int:
@@ -11,13 +12,27 @@ def free_port() -> int:
 
 
 def run_processes(commands: list[list[str]], timeout: float, **popen_kwargs) -> list[tuple[int, str, str]]:
-    """Starts every command at once and returns (returncode, stdout, stderr) of each; none is left running."""
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs) for command in commands]
-    try:
-        outputs = [p.communicate(timeout=timeout) for p in processes]
-    finally:
-        for p in processes:  # never leave a process behind, whatever happened
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
+    """Starts every command at once and returns (returncode, stdout, stderr) of each; none is left running.
+
+    Output goes to files, not pipes: a process blocked on a full pipe that nobody reads yet would stall the
+    others at their next collective.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        outputs = [(open(f"{folder}/{i}.out", "w+"), open(f"{folder}/{i}.err", "w+")) for i in range(len(commands))]
+        processes = [subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen_kwargs) for command, (out, err) in zip(commands, outputs)]
+        try:
+            for p in processes:
+                p.wait(timeout=timeout)
+        finally:
+            for p in processes:  # never leave a process behind, whatever happened
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        results = []
+        for p, (out, err) in zip(processes, outputs):
+            out.seek(0)
+            err.seek(0)
+            results.append((p.returncode, out.read(), err.read()))
+            out.close()
+            err.close()
+        return results

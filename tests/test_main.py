@@ -140,7 +140,8 @@ def _distributed(port: int, process_id: int) -> list[str]:
 
 
 def test_main_job_on_two_processes_gives_the_results_of_one(tmp_path, small_data_dir):
-    args = ["--config", "configs/quick.py", f"--config.dataset.data_dir={small_data_dir}", *TINY, "--config.metadiff.steps=20", "--config.episodes.shots=(1,)"]
+    args = ["--config", "configs/quick.py", f"--config.dataset.data_dir={small_data_dir}", *TINY, "--config.metadiff.steps=20", "--config.episodes.shots=(1,)",
+            "--config.checkpoint.every=10", "--config.checkpoint.validation_episodes=10"]  # saves and validation on both hosts
     one = run_main("--workdir", str(tmp_path / "one"), *args[2:])
     assert one.returncode == 0, one.stderr[-3000:]
     port = free_port()
@@ -152,6 +153,9 @@ def test_main_job_on_two_processes_gives_the_results_of_one(tmp_path, small_data
     assert "| method |" in outputs[0][1] and "| method |" not in outputs[1][1]  # process 0 alone reports
     results = json.loads((tmp_path / "two" / "results.json").read_text())
     assert results["processes"] == 2 and results["devices"] == 2
+    progress = tmp_path / "two" / "checkpoints" / "metadiff_1shot_progress"
+    assert sorted(p.name for p in progress.iterdir() if p.name.isdigit()) == ["10", "20"]
+    assert json.loads((tmp_path / "two" / "metadiff_1shot_validation.json").read_text()) == json.loads((tmp_path / "one" / "metadiff_1shot_validation.json").read_text())
     single, double = (np.load(tmp_path / name / "per_episode_accuracy.npz") for name in ("one", "two"))
     assert sorted(single.files) == sorted(double.files)
     for key in single.files:
