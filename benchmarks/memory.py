@@ -105,7 +105,9 @@ def main() -> None:
         "Conv-4, 28 x 28 x 1, 5-way 1-shot, 15 queries a class, 4 episodes a step, one outer step. For MAML and ANIL "
         "`inner_steps` is the inner loop's length (second order); for MetaDiff it is T, the number of diffusion "
         "steps (the step includes the frozen Conv-4 forward pass). `compiled_temp_bytes`: XLA's memory analysis "
-        "of the jitted step; `peak_rss_bytes`: the process that compiled and ran it.\n\n"
+        "of the jitted step; `peak_rss_bytes`: the process that compiled and ran it. MAML's and ANIL's inner "
+        "steps and episodes are unrolled (`GradientMetaConfig.unroll`, the default: XLA on CPU runs convolution "
+        "gradients inside while loops about 8 x slower).\n\n"
         "![memory against inner steps](benchmarks/results/memory.png)",
     )
 

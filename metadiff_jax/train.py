@@ -1,8 +1,8 @@
 """The MetaDiff outer loop over a class-indexed feature split: episodes in, a trained TrainState out.
 
 With a CheckpointPolicy the loop saves its whole state (parameters, EMA, optimizer state, step, rng, the
-position in the episode stream, the losses so far) every `every` steps through an asynchronous orbax
-CheckpointManager, with the policy's metadata (config, dataset and feature versions) beside it; resumes
+position in the episode stream, the losses so far) every `every` steps through an orbax CheckpointManager
+(asynchronous on one host), with the policy's metadata (config, dataset and feature versions) beside it; resumes
 from the latest checkpoint exactly (the episode stream and the step's randomness are functions of the step
 number) after checking that metadata; keeps the EMA parameters with the best validation accuracy in
 `<directory>_best` when given a `validate` function; and stops on request (`should_stop`, e.g. after
@@ -125,9 +125,10 @@ def restore_latest(manager: ocp.CheckpointManager, template: dict):
         differing = sorted(saved.keys() ^ expected.keys())[:3]
         raise CheckpointError(f"checkpoint {where} holds another model (entries {', '.join(differing)} differ); it was made with another config. Use a new workdir.")
     for name, (shape, dtype) in expected.items():
-        if saved[name][0] != shape and name not in growable:
+        if (saved[name][0] != shape and name not in growable) or saved[name][1] != dtype:
             raise CheckpointError(
-                f"checkpoint {where} holds {name} of shape {saved[name][0]}, but this config needs {shape}; it was made with another config. Use a new workdir."
+                f"checkpoint {where} holds {name} of shape {saved[name][0]} and dtype {saved[name][1]}, but this config needs "
+                f"{shape} {dtype}; it was made with another config. Use a new workdir."
             )
     shapes = {name: saved[name][0] if name in growable else shape for name, (shape, _) in expected.items()}
     target = jax.tree_util.tree_map_with_path(
