@@ -25,6 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.data_dir = ""
     # Processes that render the dataset; 0 means one per core.
     config.dataset.workers = 0
+    # Datasets built from user files (mini_imagenet, tiered_imagenet, cifar_fs, fc100, omniglot) read them
+    # from here; empty means tfds' manual folder, <data_dir>/downloads/manual.
+    config.dataset.manual_dir = ""
+    # Accept only the official files (checksums, class and image counts); False builds from files with the
+    # right format but other counts, and records that the dataset is unofficial.
+    config.dataset.strict = True
+    # False reads images from the built record files when an episode or batch needs them (tieredImageNet).
+    config.dataset.in_memory = True
 
     config.episodes = ml_collections.ConfigDict()
     config.episodes.ways = 5
@@ -35,6 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.backbone = ml_collections.ConfigDict()
     config.backbone.name = "conv4"
+    # Channels of the first stage (0: the backbone's own; Conv-4 64, ResNet-12 64, later stages scale with it).
+    config.backbone.width = 0
 
     config.pretrain = ml_collections.ConfigDict()
     config.pretrain.epochs = 6  # the reference recipe runs 100 epochs; shortened to fit the CPU budget

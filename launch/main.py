@@ -20,7 +20,6 @@ folder every host sees.
 from __future__ import annotations
 
 import importlib.util
-import json
 import pathlib
 import signal
 import sys
@@ -119,17 +118,12 @@ def join_processes() -> None:
 
 def recorded_config(workdir: pathlib.Path):
     """The config a finished run was made with, from its run.json."""
-    import ml_collections
+    from launch.pipeline import UsageError, read_run_record
 
-    from launch.pipeline import UsageError
-
-    record = workdir / "run.json"
-    if not record.is_file():
+    config = read_run_record(workdir)
+    if config is None:
         raise UsageError(f"{workdir} holds no run (no run.json); `eval` evaluates a finished run: pass its --workdir.")
-    try:
-        return ml_collections.ConfigDict(json.loads(record.read_text())["config"])
-    except (ValueError, KeyError) as error:
-        raise UsageError(f"{record} is not a run record ({error}).") from error
+    return config
 
 
 def main(argv) -> None:
@@ -147,7 +141,8 @@ def main(argv) -> None:
     stopper = pipeline.StopOnSignal()
     stopper.install()
     try:
-        workdir = prepare_workdir(_WORKDIR.value)
+        # `eval` only reads a finished run: it never creates the workdir it is pointed at.
+        workdir = pathlib.Path(_WORKDIR.value) if evaluate_only else prepare_workdir(_WORKDIR.value)
         config = recorded_config(workdir) if evaluate_only else _CONFIG.value
         pipeline.run(config, workdir, stopper, evaluate_only)
     except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged, CheckpointError) as error:

@@ -148,15 +148,29 @@ def check_shared_workdir(workdir: pathlib.Path) -> None:
         )
 
 
+def read_run_record(workdir: pathlib.Path):
+    """The config recorded in workdir/run.json (None where there is none), with keys added to the project
+    since the run was made filled with their defaults, which keep its old behaviour."""
+    from configs import default
+
+    record = workdir / "run.json"
+    if not record.is_file():
+        return None
+    try:
+        recorded = json.loads(record.read_text())["config"]
+        config = default.get_config()
+        config.update(recorded)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{record} is not a run record ({type(error).__name__}: {error}); use a new --workdir.") from error
+    return config
+
+
 def check_run_identity(workdir: pathlib.Path, config) -> None:
     """Refuses a workdir that holds another run (a different config), before anything is written to it."""
-    record = workdir / "run.json"
-    if not record.exists():
+    recorded = read_run_record(workdir)
+    if recorded is None:
         return
-    try:
-        previous = json.loads(record.read_text())["config"]
-    except (ValueError, KeyError) as error:
-        raise UsageError(f"{record} is not a run record ({error}); use a new --workdir.") from error
+    previous = json.loads(recorded.to_json())
     current = json.loads(config.to_json())
     if previous != current:
         differing = sorted(_differences(previous, current))
@@ -267,7 +281,7 @@ def _saved(path: pathlib.Path) -> bool:
 def stage_pretrain(job: Job, splits):
     """Pretrained backbone variables: restored from workdir/checkpoints/backbone, or trained and saved there."""
     config, workdir, writer = job.config, job.workdir, job.writer
-    backbone = backbones.make_backbone(config.backbone.name)
+    backbone = backbones.make_backbone(config.backbone.name, config.backbone.width)
     path = (workdir / "checkpoints" / "backbone").absolute()
     abstract = jax.eval_shape(lambda: backbones.init_variables(backbone, jax.random.PRNGKey(0), splits["train"].image_shape))
     if _saved(path):
@@ -405,7 +419,7 @@ def stage_metatrain(job: Job, shots: int, spec, features):
 
 
 def make_baseline(config, ways: int):
-    backbone = backbones.make_backbone(config.backbone.name)
+    backbone = backbones.make_backbone(config.backbone.name, config.backbone.width)
     b = config.baseline
     if config.method == "protonet":
         return protonet.ProtoNetLearner(backbone, ways, b.outer_lr)
@@ -480,7 +494,9 @@ def format_results(results: list[evaluate.MethodResult]) -> str:
 
 def build_dataset(config):
     """The tfds builder, built if missing: by process 0 first, then by any process that does not see it."""
-    build = lambda: datasets.build(config.dataset.name, config.dataset.config, data_dir(config), workers=config.dataset.workers or None)
+    build = lambda: datasets.build(
+        config.dataset.name, config.dataset.config, data_dir(config), config.dataset.workers or None, config.dataset.manual_dir, config.dataset.strict
+    )
     builder = build() if parallel.is_main_process() else None
     parallel.barrier("dataset built by process 0")
     return builder or build()
@@ -512,7 +528,7 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
         raise UsageError(str(error)) from error
     builder = build_dataset(config)
     identity = datasets.dataset_identity(builder)
-    splits = {name: datasets.load_split(builder, name) for name in datasets.SPLITS}
+    splits = {name: datasets.load_split(builder, name, in_memory=config.dataset.in_memory) for name in datasets.SPLITS}
     validate(config, splits)
     if config.method == "metadiff" and config.metadiff.batch_size % mesh.size:
         raise UsageError(
@@ -529,6 +545,8 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
     say("\n".join(f"| {r['split']} | {r['classes']} | {r['images']} |" for r in rows))
     if config.dataset.name == "kanjivg_glyphs":
         say("[dataset] renders of real glyph stroke data from KanjiVG, not Omniglot")
+    for difference in builder.info.metadata.get("differences_from_official", []):
+        say(f"[dataset] NOT the official release: {difference}")
     plot_dir = workdir / "plots"
     if main:
         plot_dir.mkdir(exist_ok=True)

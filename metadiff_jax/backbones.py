@@ -95,16 +95,24 @@ class ResNet12(nn.Module):
         return x.mean(axis=(1, 2))
 
 
+def _resnet12(stages: tuple[float, ...]):
+    """ResNet-12 whose stage widths are `stages` times the first stage's `width` (64 by default)."""
+    return lambda width=64, **kw: ResNet12(widths=tuple(int(round(width * s)) for s in stages), **kw)
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "conv4": Conv4,
-    "resnet12": lambda **kw: ResNet12(widths=(64, 128, 256, 512), **kw),
-    "resnet12_wide": lambda **kw: ResNet12(widths=(64, 160, 320, 640), **kw),
+    "conv4": lambda width=64, **kw: Conv4(channels=width, **kw),
+    "resnet12": _resnet12((1, 2, 4, 8)),  # 64-128-256-512, the MetaDiff reference's
+    "resnet12_wide": _resnet12((1, 2.5, 5, 10)),  # 64-160-320-640, MetaOptNet's
 }
 
 
-def make_backbone(name: str, **kwargs) -> nn.Module:
+def make_backbone(name: str, width: int = 0, **kwargs) -> nn.Module:
+    """Backbone `name`; `width` (0: the standard 64) sets its first stage's channels, the later ones scale."""
     if name not in BACKBONES:
         raise ValueError(f"Unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}.")
+    if width:
+        kwargs["width"] = width
     return BACKBONES[name](**kwargs)
 
 

@@ -88,6 +88,7 @@ def test_a_signal_outside_meta_training_stops_at_once_keeping_finished_stages(sm
 def test_eval_of_an_unfinished_run_and_damaged_files_are_clear_errors(small_data_dir, tmp_path):
     no_run = subprocess.run([sys.executable, "-m", "launch.main", "eval", "--workdir", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert no_run.returncode == 2 and "holds no run (no run.json)" in no_run.stderr
+    assert not (tmp_path / "none").exists()  # eval reads; it does not create the workdir it was pointed at
 
     workdir = tmp_path / "run"
     first = run_main(*_args(small_data_dir, workdir))
