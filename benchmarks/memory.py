@@ -8,6 +8,10 @@ temporary bytes of the compiled step from XLA's memory analysis (deterministic),
 of a process that compiled and ran it, and the wall time per step. MetaDiff's step here includes the
 frozen Conv-4 forward pass on the episode's support images (as the reference computes features inside its
 loop); its T only sizes the noise schedule, because training never runs the reverse loop.
+MAML and ANIL run their inner loop as a `lax.scan` (`inner_loop: scan`, what the memory claim is about);
+MAML is also measured unrolled (`GradientMetaConfig.unroll`, the main job's default on CPU, where XLA runs
+convolution gradients inside loops ~8x slower) up to 20 steps: unrolled, its compile time grows with the
+steps (50 steps did not compile in 8 minutes).
 Each row runs in its own process, so that peak RSS is that row's alone.
 """
 
@@ -29,7 +33,12 @@ from metadiff_jax import backbones, denoiser, diffusion, schedule
 from metadiff_jax.baselines import gradient
 
 WAYS, SHOTS, QUERIES, EPISODES = 5, 1, 15, 4
-ROWS = [("maml", n) for n in (1, 5, 10, 20, 50)] + [("anil", n) for n in (1, 5, 10, 20, 50)] + [("metadiff", t) for t in (10, 100, 1000)]
+ROWS = (
+    [("maml", "scan", n) for n in (1, 5, 10, 20, 50)]
+    + [("anil", "scan", n) for n in (1, 5, 10, 20, 50)]
+    + [("maml", "unrolled", n) for n in (1, 5, 10, 20)]
+    + [("metadiff", "none", t) for t in (10, 100, 1000)]
+)
 
 
 def episode_batch():
@@ -39,11 +48,12 @@ def episode_batch():
     return images(WAYS * SHOTS), labels(SHOTS), images(WAYS * QUERIES), labels(QUERIES)
 
 
-def build(method: str, length: int):
+def build(method: str, inner_loop: str, length: int):
     """(jitted step, its arguments) for one row."""
     support_x, support_y, query_x, query_y = episode_batch()
     if method in ("maml", "anil"):
-        learner = gradient.GradientMetaLearner(backbones.make_backbone("conv4"), WAYS, gradient.GradientMetaConfig(method, inner_steps=length, inner_lr=0.4))
+        config = gradient.GradientMetaConfig(method, inner_steps=length, inner_lr=0.4, unroll=inner_loop == "unrolled")
+        learner = gradient.GradientMetaLearner(backbones.make_backbone("conv4"), WAYS, config)
         state = learner.init(jax.random.PRNGKey(0), jnp.asarray(support_x[0], jnp.float32))
         step = jax.jit(learner.meta_train_step, donate_argnums=0)
         return step, (state, (support_x, support_y, query_x, query_y), jax.random.PRNGKey(0))
@@ -62,8 +72,8 @@ def build(method: str, length: int):
     return jax.jit(step, donate_argnums=0), (state, support_x, support_y, targets, jax.random.PRNGKey(0))
 
 
-def measure(method: str, length: int) -> dict:
-    step, args = build(method, length)
+def measure(method: str, inner_loop: str, length: int) -> dict:
+    step, args = build(method, inner_loop, length)
     analysis = step.lower(*args).compile().memory_analysis()
     state, metrics = step(*args)
     jax.block_until_ready(metrics)
@@ -75,6 +85,7 @@ def measure(method: str, length: int) -> dict:
     milliseconds = 1e3 * (time.perf_counter() - start) / repeats
     return {
         "method": method,
+        "inner_loop": inner_loop,
         "inner_steps": length,
         "compiled_temp_bytes": int(analysis.temp_size_in_bytes),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -84,14 +95,15 @@ def measure(method: str, length: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--row", nargs=2, metavar=("METHOD", "LENGTH"), help="measure one row in this process")
+    parser.add_argument("--row", nargs=3, metavar=("METHOD", "INNER_LOOP", "LENGTH"), help="measure one row in this process")
     args = parser.parse_args()
     if args.row:
-        print(json.dumps(measure(args.row[0], int(args.row[1]))))
+        print(json.dumps(measure(args.row[0], args.row[1], int(args.row[2]))))
         return
     rows = []
-    for method, length in ROWS:
-        output = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--row", method, str(length)], cwd=report.ROOT, check=True, capture_output=True, text=True)
+    for method, inner_loop, length in ROWS:
+        command = [sys.executable, "-m", "benchmarks.memory", "--row", method, inner_loop, str(length)]
+        output = subprocess.run(command, cwd=report.ROOT, check=True, capture_output=True, text=True)
         rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     from metadiff_jax import plots
@@ -105,9 +117,10 @@ def main() -> None:
         "Conv-4, 28 x 28 x 1, 5-way 1-shot, 15 queries a class, 4 episodes a step, one outer step. For MAML and ANIL "
         "`inner_steps` is the inner loop's length (second order); for MetaDiff it is T, the number of diffusion "
         "steps (the step includes the frozen Conv-4 forward pass). `compiled_temp_bytes`: XLA's memory analysis "
-        "of the jitted step; `peak_rss_bytes`: the process that compiled and ran it. MAML's and ANIL's inner "
-        "steps and episodes are unrolled (`GradientMetaConfig.unroll`, the default: XLA on CPU runs convolution "
-        "gradients inside while loops about 8 x slower).\n\n"
+        "of the jitted step; `peak_rss_bytes`: the process that compiled and ran it. `inner_loop`: `scan` runs "
+        "MAML's and ANIL's inner steps and episodes as `lax.scan` loops; `unrolled` as straight-line code "
+        "(`GradientMetaConfig.unroll`, the main job's default: XLA on CPU runs convolution gradients inside "
+        "loops about 8 x slower; unrolled, 50 steps did not compile in 8 minutes, so its rows stop at 20).\n\n"
         "![memory against inner steps](benchmarks/results/memory.png)",
     )
 

@@ -76,6 +76,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.sampler = "ddpm_mean"
     config.metadiff.sampler_steps = 0  # ddim only; 0 means T
     config.metadiff.start = "noise"
+    # The query-loss training mode (metadiff_jax/differentiable.py): adds weight x the query-set cross-entropy
+    # of weights sampled through `query_loss_steps` DDIM steps, backpropagated through the last
+    # `query_loss_backprop_steps` of them (0: all), each step rematerialised when `query_loss_remat`.
+    # Weight 0 (the default) is MetaDiff as published: nothing is differentiated through the sampler.
+    config.metadiff.query_loss_weight = 0.0
+    config.metadiff.query_loss_steps = 10
+    config.metadiff.query_loss_backprop_steps = 0
+    config.metadiff.query_loss_remat = True
 
     # MetaDiff's meta-training saves its whole state every `every` steps (keeping the last `keep`) in
     # workdir/checkpoints/metadiff_<K>shot_progress; a stopped run resumes there. Saves are asynchronous.

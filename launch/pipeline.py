@@ -32,7 +32,7 @@ import tensorboardX
 import tqdm
 import zipfile
 
-from metadiff_jax import backbones, denoiser, diffusion, evaluate, parallel, plots, pretrain, sampler, schedule, train
+from metadiff_jax import backbones, denoiser, differentiable, diffusion, evaluate, parallel, plots, pretrain, sampler, schedule, train
 from metadiff_jax.baselines import gradient, protonet
 from metadiff_jax.data import datasets, episodes
 
@@ -215,9 +215,17 @@ def pretrain_config(config) -> pretrain.PretrainConfig:
     return pretrain.PretrainConfig(**values, seed=config.seed)
 
 
+def query_loss_config(config) -> differentiable.QueryLossConfig:
+    m = config.metadiff
+    return differentiable.QueryLossConfig(m.query_loss_steps, m.query_loss_backprop_steps or None, m.query_loss_remat)
+
+
 def metadiff_train_config(config) -> train.TrainConfig:
     m = config.metadiff
-    return train.TrainConfig(m.steps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.ema_start, seed=config.seed)
+    return train.TrainConfig(
+        m.steps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.ema_start,
+        seed=config.seed, query_loss_weight=m.query_loss_weight, query_loss=query_loss_config(config),
+    )
 
 
 def sampler_config(config) -> sampler.SamplerConfig:
@@ -238,6 +246,8 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
         raise UsageError(f"Unknown backbone.name {config.backbone.name!r}; known: {', '.join(backbones.BACKBONES)}.")
     try:
         sampler_config(config).validate(config.metadiff.timesteps)
+        if config.metadiff.query_loss_weight:
+            query_loss_config(config).validate(config.metadiff.timesteps)
         schedule.make_schedule(config.metadiff.schedule, config.metadiff.timesteps)
     except ValueError as error:
         raise UsageError(f"metadiff config: {error}") from error

@@ -29,6 +29,9 @@ class TrainBatch(NamedTuple):
     support_features: jnp.ndarray
     support_labels: jnp.ndarray
     targets: jnp.ndarray
+    # Only for the query-loss training mode (make_train_step(query_loss=...)): `(episodes, n_query, dim)`, `(episodes, n_query)`.
+    query_features: jnp.ndarray | None = None
+    query_labels: jnp.ndarray | None = None
 
 
 class TrainState(NamedTuple):
@@ -99,17 +102,33 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     ema_decay: float = 0.9999,
     ema_start: int = 2000,
+    query_loss: Callable | None = None,
+    query_weight: float = 0.0,
 ) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict]]:
     """The outer step, a pure function of (state, batch, rng); randomness is fold_in(rng, step).
 
     Returns (new state, metrics with `loss` and `grad_norm`). A non-finite loss or gradient leaves the state
     as it was and records the step in `diverged_at`. Not jitted here, so callers can jit it with their own
     shardings and donation (see `jit_train_step`).
+
+    With `query_loss` (`differentiable.make_query_loss`), the loss is the diffusion loss plus `query_weight`
+    times the query-set loss of weights sampled through the reverse process, which then needs the batch's
+    query features; metrics add `diffusion_loss` and `query_loss`.
     """
+
+    def objective(params, batch: TrainBatch, rng):
+        loss = diffusion_loss(denoiser, schedule, params, batch, rng)
+        if query_loss is None:
+            return loss, {}
+        if batch.query_features is None:
+            raise ValueError("the query-loss training mode needs TrainBatch.query_features and query_labels.")
+        ways = batch.targets.shape[1]
+        sampled = query_loss(params, batch.support_features, batch.support_labels, batch.query_features, batch.query_labels, jax.random.fold_in(rng, 1), ways)
+        return loss + query_weight * sampled, {"diffusion_loss": loss, "query_loss": sampled}
 
     def train_step(state: TrainState, batch: TrainBatch, rng) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(rng, state.step)
-        loss, grads = jax.value_and_grad(lambda p: diffusion_loss(denoiser, schedule, p, batch, step_rng))(state.params)
+        (loss, parts), grads = jax.value_and_grad(lambda p: objective(p, batch, step_rng), has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
         healthy = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
 
@@ -124,7 +143,7 @@ def make_train_step(
             return state._replace(diverged_at=jnp.where(state.diverged_at >= 0, state.diverged_at, state.step))
 
         # A cond, not a select per leaf: selecting 4 trees of 22 leaves costs more than the update itself on CPU.
-        return jax.lax.cond(healthy, update, keep, state), {"loss": loss, "grad_norm": grad_norm}
+        return jax.lax.cond(healthy, update, keep, state), {"loss": loss, "grad_norm": grad_norm, **parts}
 
     return train_step
 

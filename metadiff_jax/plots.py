@@ -74,9 +74,10 @@ def training_loss(losses: dict[str, np.ndarray], title: str = "", window: int = 
 def memory_against_steps(rows: list[dict]) -> plt.Figure:
     """Compiled temporary memory (MiB) of one outer step against inner steps (or T), one line per method."""
     figure, axis = plt.subplots(figsize=(6, 3.6))
-    for method in dict.fromkeys(row["method"] for row in rows):
-        points = sorted((row["inner_steps"], row["compiled_temp_bytes"] / 2**20) for row in rows if row["method"] == method)
-        axis.plot(*zip(*points), marker="o", label=method)
+    label = lambda row: row["method"] if row.get("inner_loop", "none") == "none" else f"{row['method']} ({row['inner_loop']})"
+    for name in dict.fromkeys(label(row) for row in rows):
+        points = sorted((row["inner_steps"], row["compiled_temp_bytes"] / 2**20) for row in rows if label(row) == name)
+        axis.plot(*zip(*points), marker="o", label=name)
     axis.set_xscale("log")
     axis.set_xlabel("inner steps (MAML, ANIL) or diffusion steps T (MetaDiff)")
     axis.set_ylabel("compiled temporary memory (MiB)")

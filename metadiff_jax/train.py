@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
 
-from metadiff_jax import diffusion, parallel
+from metadiff_jax import differentiable, diffusion, parallel
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
 
@@ -35,6 +35,9 @@ class TrainConfig:
     ema_start: int = 2000
     check_every: int = 100  # steps between host-side checks for divergence (each check syncs)
     seed: int = 0
+    # The query-loss training mode (differentiable.py): weight 0 is MetaDiff as published.
+    query_loss_weight: float = 0.0
+    query_loss: differentiable.QueryLossConfig = differentiable.QueryLossConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,21 +153,24 @@ def training_batches(
     first_batch: int = 0,
     shard_index: int = 0,
     shard_count: int = 1,
+    with_queries: bool = False,
 ):
     """Endless TrainBatch stream of feature episodes; W0 of an episode is its classes' rows of `targets`.
 
     Global batch b holds episodes b * batch_size ... (b + 1) * batch_size - 1; with several hosts, host
     `shard_index` of `shard_count` yields only its contiguous slice, so hosts never sample the same episode.
+    `with_queries` adds the episodes' query features and labels (for the query-loss training mode).
     """
     if batch_size % shard_count:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the shard count {shard_count}.")
     local = batch_size // shard_count
-    labels = np.broadcast_to(np.repeat(np.arange(spec.ways, dtype=np.int32), spec.shots), (local, spec.ways * spec.shots))
+    labels = lambda n: np.broadcast_to(np.repeat(np.arange(spec.ways, dtype=np.int32), n), (local, spec.ways * n))
     batch = first_batch
     while True:
         start = batch * batch_size + shard_index * local
         plan = episodes_lib.sample_plan(split, spec, seed, np.arange(start, start + local))
-        yield diffusion.TrainBatch(split.images[plan.support_indices], labels, targets[plan.classes])
+        queries = (split.images[plan.query_indices], labels(spec.queries)) if with_queries else (None, None)
+        yield diffusion.TrainBatch(split.images[plan.support_indices], labels(spec.shots), targets[plan.classes], *queries)
         batch += 1
 
 
@@ -203,7 +209,8 @@ def train_denoiser(
     episodes_lib.check_spec(split, spec)
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
-    train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start)
+    query_loss = differentiable.make_query_loss(denoiser, schedule, config.query_loss) if config.query_loss_weight else None
+    train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss_weight)
     if mesh is None:
         step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1
     else:
@@ -212,7 +219,9 @@ def train_denoiser(
         shard_index, shard_count = jax.process_index(), jax.process_count()
 
     def batches_from(first_step: int):
-        stream = training_batches(split, targets, spec, config.batch_size, config.seed, first_batch=first_step, shard_index=shard_index, shard_count=shard_count)
+        stream = training_batches(
+            split, targets, spec, config.batch_size, config.seed, first_step, shard_index, shard_count, with_queries=query_loss is not None
+        )
         return map(place, episodes_lib.prefetch(stream))
 
     return checkpointed_loop(

@@ -183,10 +183,12 @@ def fake_manual_dir(tmp_path_factory) -> pathlib.Path:
 @pytest.mark.parametrize("config_file", ["mini_imagenet_resnet12", "tiered_imagenet_resnet12", "mini_imagenet_conv4", "tiered_imagenet_conv4"])
 def test_quick_variant_of_each_paper_config_runs_end_to_end_on_fake_files(tmp_path, fake_manual_dir, config_file):
     workdir = tmp_path / "run"
+    # One of them also trains with the query loss through the differentiable sampler (metadiff_jax/differentiable.py).
+    query_loss = ["--config.metadiff.query_loss_weight=0.1", "--config.metadiff.query_loss_steps=3"] if config_file == "tiered_imagenet_conv4" else []
     completed = subprocess.run(
         [
             sys.executable, "-m", "launch.main", "--config", f"configs/{config_file}.py:quick", "--workdir", str(workdir),
-            f"--config.dataset.data_dir={tmp_path / 'tfds'}", f"--config.dataset.manual_dir={fake_manual_dir}",
+            f"--config.dataset.data_dir={tmp_path / 'tfds'}", f"--config.dataset.manual_dir={fake_manual_dir}", *query_loss,
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )

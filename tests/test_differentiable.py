@@ -1,0 +1,107 @@
+"""The differentiable sampler: its gradient against finite differences, truncation and rematerialisation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metadiff_jax import denoiser, differentiable, schedule
+
+WAYS, SHOTS, QUERIES, DIM = 3, 2, 4, 8
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = denoiser.make_denoiser("tcunet", DIM, time_dim=16)
+    params = denoiser.init_params(model, jax.random.PRNGKey(0), WAYS, SHOTS)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((WAYS, DIM)).astype(np.float32)
+    support_labels = np.repeat(np.arange(WAYS), SHOTS).astype(np.int32)
+    query_labels = np.repeat(np.arange(WAYS), QUERIES).astype(np.int32)
+    support = centres[support_labels] + 0.3 * rng.standard_normal((WAYS * SHOTS, DIM)).astype(np.float32)
+    query = centres[query_labels] + 0.3 * rng.standard_normal((WAYS * QUERIES, DIM)).astype(np.float32)
+    return model, params, (support, support_labels, query, query_labels, jax.random.PRNGKey(1))
+
+
+def loss_fn(model, config, task):
+    loss = differentiable.make_task_query_loss(model, schedule.linear_schedule(100), config)
+    return lambda params: loss(params, *task, WAYS)
+
+
+def test_gradient_through_the_sampler_matches_finite_differences(problem):
+    model, params, task = problem
+    with jax.default_matmul_precision("highest"):
+        loss = loss_fn(model, differentiable.QueryLossConfig(steps=4), task)
+        gradient = jax.grad(loss)(params)
+        direction = jax.tree_util.tree_map(lambda p, k: jax.random.normal(k, p.shape), params, _keys(params))
+        along = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(gradient), jax.tree_util.tree_leaves(direction)))
+        epsilon = 1e-3
+        shifted = lambda sign: jax.tree_util.tree_map(lambda p, d: p + sign * epsilon * d, params, direction)
+        finite = (float(loss(shifted(1.0))) - float(loss(shifted(-1.0)))) / (2 * epsilon)
+    assert abs(along) > 1e-3  # the check has something to check
+    np.testing.assert_allclose(along, finite, rtol=2e-2)
+
+
+def _keys(tree):
+    leaves, structure = jax.tree_util.tree_flatten(tree)
+    return jax.tree_util.tree_unflatten(structure, list(jax.random.split(jax.random.PRNGKey(7), len(leaves))))
+
+
+def test_rematerialisation_changes_memory_not_the_gradient(problem):
+    model, params, task = problem
+    remat = jax.grad(loss_fn(model, differentiable.QueryLossConfig(steps=6, remat=True), task))(params)
+    stored = jax.grad(loss_fn(model, differentiable.QueryLossConfig(steps=6, remat=False), task))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(remat), jax.tree_util.tree_leaves(stored)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_truncated_backpropagation_keeps_the_loss_and_drops_the_early_steps_gradient(problem):
+    model, params, task = problem
+    full = loss_fn(model, differentiable.QueryLossConfig(steps=6), task)
+    last_two = loss_fn(model, differentiable.QueryLossConfig(steps=6, backprop_steps=2), task)
+    assert float(full(params)) == pytest.approx(float(last_two(params)), rel=1e-5)  # the same forward pass
+    full_gradient = jax.tree_util.tree_leaves(jax.grad(full)(params))
+    truncated_gradient = jax.tree_util.tree_leaves(jax.grad(last_two)(params))
+    difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(full_gradient, truncated_gradient))
+    assert difference > 1e-4
+    every_step = jax.tree_util.tree_leaves(jax.grad(loss_fn(model, differentiable.QueryLossConfig(steps=6, backprop_steps=6), task))(params))
+    for a, b in zip(full_gradient, every_step):  # k = K is no truncation
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_query_loss_settings_are_refused():
+    with pytest.raises(ValueError, match="backprop_steps"):
+        differentiable.QueryLossConfig(steps=5, backprop_steps=6).validate(100)
+    with pytest.raises(ValueError, match="K = 200"):
+        differentiable.QueryLossConfig(steps=200).validate(100)
+
+
+def _query_batch(seed: int, episodes: int = 4):
+    from metadiff_jax import diffusion
+
+    rng = np.random.default_rng(seed)
+    targets = rng.standard_normal((episodes, WAYS, DIM)).astype(np.float32)
+    labels = lambda n: np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), n), (episodes, 1))
+    noisy = lambda n: np.repeat(targets, n, axis=1) + 0.5 * rng.standard_normal((episodes, WAYS * n, DIM)).astype(np.float32)
+    return diffusion.TrainBatch(noisy(SHOTS), labels(SHOTS), targets, noisy(QUERIES), labels(QUERIES))
+
+
+def test_query_loss_training_mode_adds_the_weighted_loss_and_lowers_the_query_loss():
+    from metadiff_jax import diffusion
+
+    model = denoiser.make_denoiser("tcunet", DIM, time_dim=16)
+    noise = schedule.linear_schedule(100)
+    optimizer = diffusion.make_optimizer(3e-3)
+    query_loss = differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=5))
+    step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=0.5))
+    state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0), WAYS, SHOTS), optimizer)
+    held_out = _query_batch(999, episodes=16)
+    evaluate = jax.jit(lambda p: query_loss(p, held_out.support_features, held_out.support_labels, held_out.query_features, held_out.query_labels, jax.random.PRNGKey(5), WAYS))
+    before = float(evaluate(state.params))
+    for i in range(60):
+        state, metrics = step(state, _query_batch(i), jax.random.PRNGKey(1))
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["diffusion_loss"]) + 0.5 * float(metrics["query_loss"]), rel=1e-5)
+    assert float(evaluate(state.params)) < 0.9 * before
+    without_queries = diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=0.5)
+    with pytest.raises(ValueError, match="query_features"):
+        without_queries(state, _query_batch(0)._replace(query_features=None), jax.random.PRNGKey(1))
