@@ -12,6 +12,9 @@ MAML and ANIL run their inner loop as a `lax.scan` (`inner_loop: scan`, what the
 MAML is also measured unrolled (`GradientMetaConfig.unroll`, the main job's default on CPU, where XLA runs
 convolution gradients inside loops ~8x slower) up to 20 steps: unrolled, its compile time grows with the
 steps (50 steps did not compile in 8 minutes).
+`metadiff_query` is MetaDiff's step with the query loss of `differentiable.py` added (T = 1000): its
+`inner_steps` is K, the DDIM steps it backpropagates through, each step rematerialised (`remat`) or with its
+activations stored (`stored`).
 Each row runs in its own process, so that peak RSS is that row's alone.
 """
 
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import report
-from metadiff_jax import backbones, denoiser, diffusion, schedule
+from metadiff_jax import backbones, denoiser, differentiable, diffusion, schedule
 from metadiff_jax.baselines import gradient
 
 WAYS, SHOTS, QUERIES, EPISODES = 5, 1, 15, 4
@@ -38,6 +41,7 @@ ROWS = (
     + [("anil", "scan", n) for n in (1, 5, 10, 20, 50)]
     + [("maml", "unrolled", n) for n in (1, 5, 10, 20)]
     + [("metadiff", "none", t) for t in (10, 100, 1000)]
+    + [("metadiff_query", loop, k) for loop in ("remat", "stored") for k in (1, 10, 100, 1000)]
 )
 
 
@@ -59,16 +63,27 @@ def build(method: str, inner_loop: str, length: int):
         return step, (state, (support_x, support_y, query_x, query_y), jax.random.PRNGKey(0))
     backbone = backbones.make_backbone("conv4")
     frozen = backbones.init_variables(backbone, jax.random.PRNGKey(0), (28, 28, 1))
+    encode = lambda images: jax.lax.stop_gradient(jax.vmap(lambda x: backbone.apply(frozen, x, train=False))(images))
     model = denoiser.make_denoiser("tcunet", 64)
     optimizer = diffusion.make_optimizer()
+    state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
+    targets = np.random.default_rng(1).standard_normal((EPISODES, WAYS, 64)).astype(np.float32)
+    if method == "metadiff_query":
+        # T = 1000; `length` is K, the DDIM steps the query loss backpropagates through.
+        noise = schedule.linear_schedule(1000)
+        query_loss = differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=length, remat=inner_loop == "remat"))
+        train_step = diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=1.0)
+
+        def query_step(state, images, labels, query_images, query_labels, targets, rng):
+            batch = diffusion.TrainBatch(encode(images), labels, targets, encode(query_images), query_labels)
+            return train_step(state, batch, rng)
+
+        return jax.jit(query_step, donate_argnums=0), (state, support_x, support_y, query_x, query_y, targets, jax.random.PRNGKey(0))
     train_step = diffusion.make_train_step(model, schedule.linear_schedule(length) if length > 20 else schedule.cosine_schedule(length), optimizer)
 
     def step(state, images, labels, targets, rng):
-        features = jax.lax.stop_gradient(jax.vmap(lambda x: backbone.apply(frozen, x, train=False))(images))
-        return train_step(state, diffusion.TrainBatch(features, labels, targets), rng)
+        return train_step(state, diffusion.TrainBatch(encode(images), labels, targets), rng)
 
-    state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
-    targets = np.random.default_rng(1).standard_normal((EPISODES, WAYS, 64)).astype(np.float32)
     return jax.jit(step, donate_argnums=0), (state, support_x, support_y, targets, jax.random.PRNGKey(0))
 
 
@@ -77,7 +92,7 @@ def measure(method: str, inner_loop: str, length: int) -> dict:
     analysis = step.lower(*args).compile().memory_analysis()
     state, metrics = step(*args)
     jax.block_until_ready(metrics)
-    repeats = 1 if method != "metadiff" else 50
+    repeats = 50 if method == "metadiff" else 5 if method == "metadiff_query" else 1
     start = time.perf_counter()
     for _ in range(repeats):
         state, metrics = step(state, *args[1:])
@@ -120,7 +135,10 @@ def main() -> None:
         "of the jitted step; `peak_rss_bytes`: the process that compiled and ran it. `inner_loop`: `scan` runs "
         "MAML's and ANIL's inner steps and episodes as `lax.scan` loops; `unrolled` as straight-line code "
         "(`GradientMetaConfig.unroll`, the main job's default: XLA on CPU runs convolution gradients inside "
-        "loops about 8 x slower; unrolled, 50 steps did not compile in 8 minutes, so its rows stop at 20).\n\n"
+        "loops about 8 x slower; unrolled, 50 steps did not compile in 8 minutes, so its rows stop at 20). "
+        "`metadiff_query`: MetaDiff's step plus the query loss backpropagated through K = `inner_steps` DDIM "
+        "steps of the sampler (`differentiable.py`, T = 1000), each step under `jax.checkpoint` (`remat`) or not "
+        "(`stored`).\n\n"
         "![memory against inner steps](benchmarks/results/memory.png)",
     )
 

@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.unit_scale_targets = True
     config.metadiff.schedule = "linear"
     config.metadiff.timesteps = 1000
-    config.metadiff.steps = 20_000
+    config.metadiff.steps = 20_000  # 0 evaluates the untrained denoiser (an ablation)
     config.metadiff.batch_size = 8
     config.metadiff.learning_rate = 1e-4
     config.metadiff.weight_decay = 5e-4
@@ -80,6 +80,11 @@ def get_config() -> ml_collections.ConfigDict:
     # of weights sampled through `query_loss_steps` DDIM steps, backpropagated through the last
     # `query_loss_backprop_steps` of them (0: all), each step rematerialised when `query_loss_remat`.
     # Weight 0 (the default) is MetaDiff as published: nothing is differentiated through the sampler.
+    # W0, what the denoiser learns to reach: "class_means" (the reference: each class's mean feature over all
+    # its images) or "finetuned_prototypes" (ProtoDiff: prototypes fine-tuned on each labelled episode).
+    config.metadiff.targets = "class_means"
+    # Sample with the EMA of the denoiser (the reference) or, False, with its last parameters.
+    config.metadiff.evaluate_ema = True
     config.metadiff.query_loss_weight = 0.0
     config.metadiff.query_loss_steps = 10
     config.metadiff.query_loss_backprop_steps = 0

@@ -173,7 +173,7 @@ def check_run_identity(workdir: pathlib.Path, config) -> None:
     previous = json.loads(recorded.to_json())
     current = json.loads(config.to_json())
     if previous != current:
-        differing = sorted(_differences(previous, current))
+        differing = sorted(config_differences(previous, current))
         raise UsageError(
             f"{workdir} holds another run: its config differs at {', '.join(differing)}. Nothing was changed. "
             "Use a new --workdir, or delete this one to start over."
@@ -187,11 +187,11 @@ def record_run(workdir: pathlib.Path, config) -> None:
         _write_text(record, json.dumps({"config": json.loads(config.to_json()), "started": started}, indent=2))
 
 
-def _differences(a, b, prefix: str = ""):
+def config_differences(a, b, prefix: str = ""):
     for key in sorted(set(a) | set(b)):
         name = f"{prefix}{key}"
         if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            yield from _differences(a[key], b[key], name + ".")
+            yield from config_differences(a[key], b[key], name + ".")
         elif a.get(key) != b.get(key):
             yield name
 
@@ -224,7 +224,7 @@ def metadiff_train_config(config) -> train.TrainConfig:
     m = config.metadiff
     return train.TrainConfig(
         m.steps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.ema_start,
-        seed=config.seed, query_loss_weight=m.query_loss_weight, query_loss=query_loss_config(config),
+        seed=config.seed, query_loss_weight=m.query_loss_weight, query_loss=query_loss_config(config), targets=m.targets,
     )
 
 
@@ -251,9 +251,15 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
         schedule.make_schedule(config.metadiff.schedule, config.metadiff.timesteps)
     except ValueError as error:
         raise UsageError(f"metadiff config: {error}") from error
-    for key in ("steps", "batch_size", "timesteps"):
+    for key in ("batch_size", "timesteps"):
         if config.metadiff[key] < 1:
             raise UsageError(f"metadiff.{key} must be at least 1, got {config.metadiff[key]}.")
+    if config.metadiff.steps < 0:
+        raise UsageError(f"metadiff.steps must be 0 (evaluate the untrained denoiser) or more, got {config.metadiff.steps}.")
+    if config.metadiff.condition not in denoiser.CONDITIONS:
+        raise UsageError(f"Unknown metadiff.condition {config.metadiff.condition!r}; known: {', '.join(denoiser.CONDITIONS)}.")
+    if config.metadiff.targets not in ("class_means", "finetuned_prototypes"):
+        raise UsageError(f"Unknown metadiff.targets {config.metadiff.targets!r}; known: class_means, finetuned_prototypes.")
     if config.checkpoint.validation_episodes < 0:
         raise UsageError(f"checkpoint.validation_episodes must be 0 (off) or more, got {config.checkpoint.validation_episodes}.")
     for key in ("every", "keep"):
@@ -390,10 +396,14 @@ def stage_metatrain(job: Job, shots: int, spec, features):
     path = (workdir / "checkpoints" / f"metadiff_{shots}shot").absolute()
     losses_path = workdir / f"metadiff_{shots}shot_losses.npy"
     params = denoiser.init_params(model, jax.random.PRNGKey(config.seed))
+    chosen = "ema_params" if config.metadiff.evaluate_ema else "params"
+    if config.metadiff.steps == 0:
+        say(f"[metadiff {shots}-shot] metadiff.steps = 0: evaluating the untrained denoiser")
+        return model, noise, params, np.zeros((0,), np.float32)
     if _saved(path) and losses_path.exists():
         say(f"[metadiff {shots}-shot] done earlier: restoring {path}")
         restored = _restore(path, {"params": params, "ema_params": params})
-        return model, noise, restored["ema_params"], np.load(losses_path)
+        return model, noise, restored[chosen], np.load(losses_path)
     job.require_done(f"MetaDiff {shots}-shot training")
     progress = workdir.absolute() / "checkpoints" / f"metadiff_{shots}shot_progress"
     made_from = {"config": json.loads(config.to_json()), "features": features["train"].identity, "shots": shots}
@@ -425,7 +435,7 @@ def stage_metatrain(job: Job, shots: int, spec, features):
     if parallel.is_main_process():
         np.save(losses_path, losses)
     parallel.barrier("losses written")
-    return model, noise, state.ema_params, losses
+    return model, noise, getattr(state, chosen), losses
 
 
 def make_baseline(config, ways: int):
@@ -587,7 +597,8 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
             per_episode[f"{config.method}_{shots}shot"] = accuracies
             continue
         model, noise, ema_params, losses = stage_metatrain(job, shots, spec, features)
-        loss_curves[f"{shots}-shot"] = losses
+        if len(losses):
+            loss_curves[f"{shots}-shot"] = losses
         test = evaluate.episodes_from_plan(features["test"], plan)
         say(f"[evaluate {shots}-shot] {config.episodes.test_episodes} fixed test episodes, sampler {config.metadiff.sampler}")
         prototype_accuracies = evaluate.prototype_accuracies(test, spec.ways)
@@ -612,7 +623,8 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
 
     if curves:
         plots.accuracy_per_step(curves, baselines, f"{identity}: test accuracy along the reverse process").savefig(plot_dir / "accuracy_per_step.png", dpi=110)
-        plots.training_loss(loss_curves, "MetaDiff training loss").savefig(plot_dir / "training_loss.png", dpi=110)
+        if loss_curves:
+            plots.training_loss(loss_curves, "MetaDiff training loss").savefig(plot_dir / "training_loss.png", dpi=110)
     _write_text(workdir / "results.md", table + "\n")
     _write_text(
         workdir / "results.json",

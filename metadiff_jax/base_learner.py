@@ -44,3 +44,14 @@ def support_gradient(weights, features, labels):
 def accuracy(logits, labels):
     """Fraction of argmax(logits) == labels."""
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def finetuned_prototypes(features, labels, ways: int, steps: int = 10, learning_rate: float = 0.5, scale: float = 10.0):
+    """ProtoDiff-style "overfitted" prototypes of a labelled task: the prototypes of `features`, then `steps`
+    gradient steps of the cosine classifier's cross-entropy on those same labelled features: `(ways, d)`."""
+    def loss(weights):
+        logits = cosine_logits(weights, features, scale)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1))
+
+    step = lambda _, weights: weights - learning_rate * jax.grad(loss)(weights)
+    return jax.lax.fori_loop(0, steps, step, prototypes(features, labels, ways))

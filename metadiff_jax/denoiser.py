@@ -45,6 +45,9 @@ class TorchDense(nn.Module):
         return x @ kernel + bias
 
 
+CONDITIONS = ("gradient", "normalized_gradient", "prototypes", "none")
+
+
 class TCUNet(nn.Module):
     """The reference's task-conditional denoiser (DMFunc), for any ways, shots and feature dim.
 
@@ -62,6 +65,7 @@ class TCUNet(nn.Module):
     high noise eps ~ W_t - p, that g is 2K times too large at K shots, and the MLP must learn to cancel it:
     at 5 shots training stalls (see README). "normalized_gradient" feeds g / (2 n_k) = W_k - p_k instead,
     the same direction with the shot count divided out; parameters and everything else are unchanged.
+    "prototypes" and "none" are ablations: g is a learned projection of [W_t, p] or of W_t alone.
     """
 
     dim: int
@@ -70,12 +74,20 @@ class TCUNet(nn.Module):
 
     @nn.compact
     def __call__(self, weights_t, t, support_features, support_labels):
-        g = base_learner.support_gradient(weights_t, support_features, support_labels)
-        if self.condition == "normalized_gradient":
-            counts = base_learner.class_counts(support_labels, weights_t.shape[0])
-            g = g / (2.0 * jnp.maximum(counts, 1.0))[:, None]
-        elif self.condition != "gradient":
-            raise ValueError(f"Unknown TCUNet condition {self.condition!r}; known: gradient, normalized_gradient.")
+        if self.condition in ("gradient", "normalized_gradient"):
+            g = base_learner.support_gradient(weights_t, support_features, support_labels)
+            if self.condition == "normalized_gradient":
+                counts = base_learner.class_counts(support_labels, weights_t.shape[0])
+                g = g / (2.0 * jnp.maximum(counts, 1.0))[:, None]
+        elif self.condition == "prototypes":
+            # Ablation: W_t and the support prototypes as two inputs, mixed by a learned layer; the network may
+            # learn W_t - p, but is not handed the gradient's structure.
+            prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
+            g = TorchDense(self.dim)(jnp.concatenate([weights_t, prototypes], axis=-1))
+        elif self.condition == "none":
+            g = TorchDense(self.dim)(weights_t)  # ablation: no support information at all (unconditional)
+        else:
+            raise ValueError(f"Unknown TCUNet condition {self.condition!r}; known: {', '.join(CONDITIONS)}.")
         emb = timestep_embedding(t, self.time_dim)
         gate = nn.sigmoid(TorchDense(1)(nn.relu(TorchDense(self.time_dim // 2)(emb))))
         wide, narrow = max(1, self.dim // 2), max(1, self.dim // 4)

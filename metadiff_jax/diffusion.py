@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metadiff_jax import parallel
+from metadiff_jax import base_learner, parallel
 from metadiff_jax import schedule as schedule_lib
 
 
@@ -57,6 +57,15 @@ def class_mean_targets(features, class_starts) -> np.ndarray:
     features = np.asarray(features, np.float64)
     sums = np.add.reduceat(features, np.asarray(class_starts[:-1]), axis=0)
     return (sums / np.diff(class_starts)[:, None]).astype(np.float32)
+
+
+def finetuned_prototype_targets(batch: TrainBatch, steps: int = 10, learning_rate: float = 0.5) -> jnp.ndarray:
+    """W0 of each episode as ProtoDiff makes it: prototypes fine-tuned on the episode's labelled support and
+    query features (`base_learner.finetuned_prototypes`), instead of the class means over all images."""
+    ways = batch.targets.shape[1]
+    features = jnp.concatenate([batch.support_features, batch.query_features], axis=1)
+    labels = jnp.concatenate([batch.support_labels, batch.query_labels], axis=1)
+    return jax.vmap(lambda f, l: base_learner.finetuned_prototypes(f, l, ways, steps, learning_rate))(features, labels)
 
 
 def make_optimizer(learning_rate: float = 1e-4, weight_decay: float = 5e-4) -> optax.GradientTransformation:
@@ -104,6 +113,7 @@ def make_train_step(
     ema_start: int = 2000,
     query_loss: Callable | None = None,
     query_weight: float = 0.0,
+    targets_from_batch: Callable[[TrainBatch], jnp.ndarray] | None = None,
 ) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict]]:
     """The outer step, a pure function of (state, batch, rng); randomness is fold_in(rng, step).
 
@@ -113,7 +123,8 @@ def make_train_step(
 
     With `query_loss` (`differentiable.make_query_loss`), the loss is the diffusion loss plus `query_weight`
     times the query-set loss of weights sampled through the reverse process, which then needs the batch's
-    query features; metrics add `diffusion_loss` and `query_loss`.
+    query features; metrics add `diffusion_loss` and `query_loss`. `targets_from_batch` replaces the batch's
+    targets W0 by a function of the batch, inside the step (e.g. `finetuned_prototype_targets`).
     """
 
     def objective(params, batch: TrainBatch, rng):
@@ -128,6 +139,8 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: TrainBatch, rng) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(rng, state.step)
+        if targets_from_batch is not None:
+            batch = batch._replace(targets=jax.lax.stop_gradient(targets_from_batch(batch)))
         (loss, parts), grads = jax.value_and_grad(lambda p: objective(p, batch, step_rng), has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
         healthy = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)

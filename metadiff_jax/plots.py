@@ -85,3 +85,24 @@ def memory_against_steps(rows: list[dict]) -> plt.Figure:
     axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def paired_differences(rows: list[dict], title: str = "") -> plt.Figure:
+    """Paired accuracy differences against a reference (points, +- 95% CI), one panel per shot count.
+
+    rows: dicts with `ablation`, `shots`, `paired_diff_points`, `paired_ci95_points` (None for the reference).
+    """
+    shots = sorted({row["shots"] for row in rows})
+    figure, axes = plt.subplots(1, len(shots), figsize=(4.5 * len(shots), 0.35 * len(rows) + 1.5), squeeze=False)
+    for axis, k in zip(axes[0], shots):
+        chosen = [row for row in rows if row["shots"] == k and row["paired_diff_points"] is not None]
+        names = [row["ablation"] for row in chosen]
+        axis.errorbar([row["paired_diff_points"] for row in chosen], range(len(chosen)), xerr=[row["paired_ci95_points"] for row in chosen], fmt="o", capsize=3)
+        axis.axvline(0.0, color="gray", linewidth=1)
+        axis.set_yticks(range(len(chosen)), names, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlabel(f"{k}-shot accuracy difference (points)")
+        axis.grid(alpha=0.3, axis="x")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -38,6 +38,9 @@ class TrainConfig:
     # The query-loss training mode (differentiable.py): weight 0 is MetaDiff as published.
     query_loss_weight: float = 0.0
     query_loss: differentiable.QueryLossConfig = differentiable.QueryLossConfig()
+    # W0: "class_means" (the reference: mean feature of each class over all its images) or
+    # "finetuned_prototypes" (ProtoDiff: prototypes fine-tuned on each episode's labelled support and queries).
+    targets: str = "class_means"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +213,13 @@ def train_denoiser(
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
     query_loss = differentiable.make_query_loss(denoiser, schedule, config.query_loss) if config.query_loss_weight else None
-    train_step = diffusion.make_train_step(denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss_weight)
+    if config.targets not in ("class_means", "finetuned_prototypes"):
+        raise ValueError(f"Unknown targets {config.targets!r}; known: class_means, finetuned_prototypes.")
+    finetuned = config.targets == "finetuned_prototypes"
+    train_step = diffusion.make_train_step(
+        denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss_weight,
+        diffusion.finetuned_prototype_targets if finetuned else None,
+    )
     if mesh is None:
         step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1
     else:
@@ -220,7 +229,7 @@ def train_denoiser(
 
     def batches_from(first_step: int):
         stream = training_batches(
-            split, targets, spec, config.batch_size, config.seed, first_step, shard_index, shard_count, with_queries=query_loss is not None
+            split, targets, spec, config.batch_size, config.seed, first_step, shard_index, shard_count, with_queries=query_loss is not None or finetuned
         )
         return map(place, episodes_lib.prefetch(stream))
 

@@ -32,3 +32,16 @@ def test_cosine_logits_ignore_norms_and_peak_at_the_scale():
     np.testing.assert_allclose(logits[2], [10 / np.sqrt(2)] * 2, rtol=1e-5)
     np.testing.assert_allclose(bl.cosine_logits(weights, features, scale=3.0), 0.3 * logits, rtol=1e-5)
     assert float(bl.accuracy(logits[:2], jnp.array([0, 1]))) == 1.0
+
+
+def test_finetuned_prototypes_start_at_the_prototypes_and_lower_the_labelled_loss():
+    import optax
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 6).astype(np.int32)
+    features = (rng.standard_normal((4, 16))[labels] + 0.8 * rng.standard_normal((24, 16))).astype(np.float32)
+    loss = lambda w: float(optax.softmax_cross_entropy_with_integer_labels(bl.cosine_logits(w, features), labels).mean())
+    start = bl.finetuned_prototypes(features, labels, 4, steps=0)
+    np.testing.assert_allclose(start, bl.prototypes(features, labels, 4), rtol=1e-6)
+    tuned = bl.finetuned_prototypes(features, labels, 4, steps=10)
+    assert loss(tuned) < 0.9 * loss(start)

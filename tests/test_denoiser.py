@@ -74,3 +74,16 @@ def test_timestep_embedding_formula():
 def test_registry_names_the_known_denoisers():
     with pytest.raises(ValueError, match="Unknown denoiser 'unet'; known: tcunet"):
         dn.make_denoiser("unet", 64)
+
+
+@pytest.mark.parametrize("condition", ["prototypes", "none"])
+def test_ablation_conditions_build_and_only_the_conditioned_one_reads_the_support(condition):
+    model = dn.make_denoiser("tcunet", 8, time_dim=16, condition=condition)
+    params = dn.init_params(model, jax.random.PRNGKey(0), ways=3, shots=2)
+    weights = jax.random.normal(jax.random.PRNGKey(1), (3, 8))
+    labels = jnp.repeat(jnp.arange(3), 2)
+    support = jax.random.normal(jax.random.PRNGKey(2), (6, 8))
+    first = model.apply(params, weights, jnp.int32(5), support, labels)
+    second = model.apply(params, weights, jnp.int32(5), support + 1.0, labels)
+    assert first.shape == (3, 8) and bool(jnp.all(jnp.isfinite(first)))
+    assert bool(jnp.any(first != second)) == (condition == "prototypes")

@@ -31,9 +31,16 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_main_job_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
-    workdir, data = tmp_path / "run", tmp_path / "data"
-    first = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A main job run from nothing (the dataset missing too): (workdir, data dir, the completed process)."""
+    root = tmp_path_factory.mktemp("main")
+    workdir, data = root / "run", root / "data"
+    return workdir, data, run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
+
+
+def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
+    workdir, data, first = finished_run
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Rendering kanjivg_glyphs/small" in first.stderr  # the dataset was missing: built, with a progress bar
     assert "| train | 64 | 1280 |" in first.stdout and "not Omniglot" in first.stdout
@@ -73,7 +80,7 @@ def test_main_job_end_to_end_then_a_rerun_skips_every_stage(tmp_path):
     "override, message",
     [
         ("--config.episodes.wayz=3", "unknown config key episodes.wayz"),
-        ("--config.dataset.name=omniglot", "Unknown dataset 'omniglot'. Known datasets: kanjivg_glyphs"),
+        ("--config.dataset.name=imagenet21k", "Unknown dataset 'imagenet21k'. Known datasets: cifar_fs, fc100, kanjivg_glyphs, mini_imagenet"),
         ("--config.dataset.config=32px", "no config '32px'. Known configs: 28px, 84px, small"),
         ("--config.episodes.ways=30", "30-way episodes need 30 classes"),
         ("--config.episodes.queries=25", "shots + queries = 1 + 25 = 26"),
@@ -180,3 +187,42 @@ def test_bad_multihost_flags_and_an_unshared_workdir_are_clear_errors(tmp_path, 
     for returncode, _, err in outputs:
         assert returncode == 2 and "is not shared between the processes of this run: process(es) 1" in err, err[-2000:]
     assert not (tmp_path / "host0" / "results.json").exists()
+
+
+def test_ablation_suite_pairs_each_change_with_the_main_run_and_resumes(finished_run, tmp_path):
+    workdir, data, first = finished_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    suite = tmp_path / "ablations"
+    command = [sys.executable, "-m", "launch.ablate", "--main", str(workdir), "--workdir", str(suite), "--only", "sampler_ddim_10,untrained_denoiser,condition_none"]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "[pretrain] done earlier" in completed.stdout  # the main run's backbone is reused
+    assert "[metadiff 1-shot] done earlier" in completed.stdout  # and its denoisers, where only evaluation changes
+    assert "[metadiff 1-shot] metadiff.steps = 0: evaluating the untrained denoiser" in completed.stdout
+    rows = {(r["ablation"], r["shots"]): r for r in json.loads((suite / "ablations.json").read_text())}
+    assert set(rows) == {(name, k) for name in ("main", "sampler_ddim_10", "untrained_denoiser", "condition_none") for k in (1, 5)}
+    main_accuracy = json.loads((workdir / "results.json").read_text())["results"]
+    main_1shot = next(r for r in main_accuracy if (r["method"], r["shots"]) == ("metadiff", 1))
+    assert rows[("main", 1)]["accuracy_percent"] == round(100 * main_1shot["accuracy"], 2)
+    for name in ("sampler_ddim_10", "untrained_denoiser", "condition_none"):
+        row = rows[(name, 1)]
+        assert row["paired_diff_points"] == pytest.approx(row["accuracy_percent"] - rows[("main", 1)]["accuracy_percent"], abs=0.02)
+    assert (suite / "ablations.png").read_bytes()[:4] == b"\x89PNG"
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done earlier") == 3
+    unknown = subprocess.run([*command[:-1], "no_such_ablation"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "unknown ablation no_such_ablation" in unknown.stderr
+
+
+def test_every_ablation_file_changes_only_metadiff_keys_of_the_default_config():
+    from configs import default
+    from launch import ablate
+
+    names = ablate.available()
+    assert set(names) >= {
+        "sampler_ddpm_stochastic", "sampler_ddim_10", "sampler_ddim_50", "sampler_ddim_100", "ema_off", "untrained_denoiser",
+        "condition_prototypes", "condition_none", "start_prototypes", "targets_finetuned_prototypes",
+    }
+    for name in names:
+        config, changed = ablate.ablated_config(default.get_config(), name)
+        assert changed and all(key.startswith("metadiff.") for key in changed), name

@@ -1,0 +1,5 @@
+"""Start the reverse process from the support prototypes instead of Gaussian noise."""
+
+
+def apply(config):
+    config.metadiff.start = "prototypes"

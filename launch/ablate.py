@@ -1,0 +1,171 @@
+"""The ablation suite: each file in configs/ablations/ changes a few keys of a finished main run's config; the
+suite runs each change through the main job and pairs its per-episode accuracies with the main run's.
+
+    python -m launch.ablate --main runs/default --workdir runs/ablations            # every ablation
+    python -m launch.ablate --main runs/default --workdir runs/ablations --only ema_off,sampler_ddim_10
+
+Each ablation runs in <workdir>/<name> and reuses what the main run already made: its pretrained backbone
+and feature cache always, and its trained denoisers when the ablation changes only how they are evaluated
+(sampler, start, EMA). Finished ablations are skipped and a stopped one resumes, so rerunning the command
+continues the suite. Writes <workdir>/ablations.md, ablations.json and ablations.png (paired differences
+against the main configuration, mean +- 95% CI over the same test episodes).
+
+An ablation is a file with a docstring (what it changes) and `apply(config)`, which edits `metadiff.*` keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ABLATIONS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "ablations"
+# Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
+EVALUATION_KEYS = {"metadiff.sampler", "metadiff.sampler_steps", "metadiff.start", "metadiff.evaluate_ema"}
+
+
+def available() -> list[str]:
+    return sorted(path.stem for path in ABLATIONS.glob("*.py") if path.stem != "__init__")
+
+
+def ablated_config(main_config, name: str):
+    """The main config with ablation `name` applied, and the keys it changed."""
+    from launch import pipeline
+
+    module = importlib.import_module(f"configs.ablations.{name}")
+    config = main_config.copy_and_resolve_references()
+    module.apply(config)
+    changed = sorted(pipeline.config_differences(json.loads(main_config.to_json()), json.loads(config.to_json())))
+    outside = [key for key in changed if not key.startswith("metadiff.")]
+    if outside:
+        raise pipeline.UsageError(f"ablation {name} changes {', '.join(outside)}; an ablation changes metadiff.* keys only.")
+    if not changed:
+        raise pipeline.UsageError(f"ablation {name} changes nothing in the main run's config (it is the main configuration).")
+    return config, changed
+
+
+def link_shared_stages(main: pathlib.Path, workdir: pathlib.Path, changed: list[str], shots: list[int]) -> None:
+    """Points the ablation's workdir at the main run's backbone, features and (when only evaluation changes)
+    trained denoisers, so the pipeline finds those stages done."""
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    links = {workdir / "checkpoints" / "backbone": main / "checkpoints" / "backbone", workdir / "features": main / "features"}
+    if set(changed) <= EVALUATION_KEYS:
+        for k in shots:
+            links[workdir / "checkpoints" / f"metadiff_{k}shot"] = main / "checkpoints" / f"metadiff_{k}shot"
+            links[workdir / f"metadiff_{k}shot_losses.npy"] = main / f"metadiff_{k}shot_losses.npy"
+    for link, target in links.items():
+        if not link.exists() and target.exists():
+            link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+def load_run(workdir: pathlib.Path):
+    results = json.loads((workdir / "results.json").read_text())
+    with np.load(workdir / "per_episode_accuracy.npz") as data:
+        return results, {key: data[key] for key in data.files}
+
+
+def table(main: pathlib.Path, workdir: pathlib.Path, names: list[str]) -> list[dict]:
+    """Rows (ablation, shots, accuracy +- CI, paired difference against the main run's MetaDiff +- CI)."""
+    from metadiff_jax import evaluate
+
+    main_results, main_accuracies = load_run(main)
+    ways = main_results["config"]["episodes"]["ways"]
+    rows = []
+    for name in ["main", *names]:
+        run_dir = main if name == "main" else workdir / name
+        if not (run_dir / "results.json").exists():
+            continue
+        results, accuracies = load_run(run_dir)
+        for key, values in sorted(accuracies.items()):
+            if not key.startswith("metadiff_"):
+                continue
+            shots = key.removeprefix("metadiff_").removesuffix("shot")
+            if results["test_episodes_sha256"][shots] != main_results["test_episodes_sha256"][shots]:
+                raise SystemExit(f"error: {run_dir} was evaluated on other {shots}-shot test episodes than {main}; it cannot be paired.")
+            result = evaluate.summarize(name, values, ways, int(shots), None if name == "main" else main_accuracies[key])
+            rows.append(
+                {
+                    "ablation": name,
+                    "shots": int(shots),
+                    "episodes": result.episodes,
+                    "accuracy_percent": round(100 * result.accuracy, 2),
+                    "ci95_percent": round(100 * result.ci95, 2),
+                    "paired_diff_points": None if result.paired_diff is None else round(100 * result.paired_diff, 2),
+                    "paired_ci95_points": None if result.paired_ci95 is None else round(100 * result.paired_ci95, 2),
+                }
+            )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = ["| ablation | shots | episodes | accuracy (%) | paired diff vs main (points) |", "|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: (r["shots"], r["ablation"] != "main", r["ablation"])):
+        diff = "" if row["paired_diff_points"] is None else f"{row['paired_diff_points']:+.2f} +- {row['paired_ci95_points']:.2f}"
+        lines.append(f"| {row['ablation']} | {row['shots']} | {row['episodes']} | {row['accuracy_percent']:.2f} +- {row['ci95_percent']:.2f} | {diff} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--main", type=pathlib.Path, required=True, help="a finished main run (python -m launch.main) to ablate")
+    parser.add_argument("--workdir", type=pathlib.Path, required=True, help="where the ablations run and the table is written")
+    parser.add_argument("--only", default="", help="comma-separated ablation names (default: every file in configs/ablations/)")
+    args = parser.parse_args(argv)
+    from launch import pipeline
+    from metadiff_jax import plots, train
+    from metadiff_jax.data.datasets import DatasetError
+    from metadiff_jax.data.episodes import EpisodeError
+    from metadiff_jax.diffusion import TrainingDiverged
+
+    known = available()
+    names = [n for n in args.only.split(",") if n] or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"error: unknown ablation {', '.join(unknown)}; known: {', '.join(known)}.", file=sys.stderr)
+        return 2
+    main_config = pipeline.read_run_record(args.main)
+    if main_config is None or not (args.main / "per_episode_accuracy.npz").exists():
+        print(f"error: {args.main} holds no finished main run; run `python -m launch.main --workdir {args.main}` first.", file=sys.stderr)
+        return 2
+    if main_config.method != "metadiff":
+        print(f"error: {args.main} is a {main_config.method} run; the ablations are of MetaDiff.", file=sys.stderr)
+        return 2
+    shots = list(pipeline.episode_specs(main_config))
+    stopper = pipeline.StopOnSignal()
+    stopper.install()
+    for position, name in enumerate(names, start=1):
+        workdir = args.workdir / name
+        try:
+            config, changed = ablated_config(main_config, name)
+        except pipeline.UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if (workdir / "results.json").exists():
+            print(f"[ablation {position}/{len(names)}] {name}: done earlier", flush=True)
+            continue
+        print(f"[ablation {position}/{len(names)}] {name}: {', '.join(changed)}", flush=True)
+        link_shared_stages(args.main, workdir, changed, shots)
+        try:
+            pipeline.run(config, workdir, stopper)
+        except (pipeline.Stopped, train.Preempted):
+            print(f"stopped during ablation {name}; run the same command to resume.", file=sys.stderr)
+            return 128 + stopper.signum
+        except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged, train.CheckpointError) as error:
+            print(f"error in ablation {name}: {error}", file=sys.stderr)
+            return 2
+    rows = table(args.main, args.workdir, names)
+    text = format_table(rows)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (args.workdir / "ablations.md").write_text(text + "\n")
+    (args.workdir / "ablations.json").write_text(json.dumps(rows, indent=2))
+    plots.paired_differences(rows, "Ablations against the main configuration").savefig(args.workdir / "ablations.png", dpi=110)
+    print("\n" + text + f"\n\nWrote {args.workdir / 'ablations.md'}, ablations.json and ablations.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
