@@ -48,8 +48,8 @@ def require_file(folder: pathlib.Path, name: str, where_from: str) -> pathlib.Pa
     path = folder / name
     fix = f"Put {where_from} at {path}."
     if not path.is_file():
-        present = sorted(p.name for p in folder.iterdir())[:8] if folder.is_dir() else None
-        seen = f" The folder holds: {', '.join(present)}." if present else f" The folder {folder} is missing or empty." if present is None or not present else ""
+        present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        seen = f" The folder holds: {', '.join(present[:8])}." if present else f" The folder {folder} is missing or empty."
         raise UserFileError(f"Missing {name}.{seen} {fix}")
     size = path.stat().st_size
     if size == 0:
