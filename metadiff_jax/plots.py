@@ -79,7 +79,8 @@ def memory_against_steps(rows: list[dict]) -> plt.Figure:
         points = sorted((row["inner_steps"], row["compiled_temp_bytes"] / 2**20) for row in rows if label(row) == name)
         axis.plot(*zip(*points), marker="o", label=name)
     axis.set_xscale("log")
-    axis.set_xlabel("inner steps (MAML, ANIL) or diffusion steps T (MetaDiff)")
+    axis.set_yscale("log")  # MiB for MetaDiff, GiB for MAML: both visible
+    axis.set_xlabel("inner steps (MAML, ANIL), T (MetaDiff) or sampler steps K (query loss)")
     axis.set_ylabel("compiled temporary memory (MiB)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)

@@ -157,11 +157,14 @@ def pretrain(backbone: nn.Module, train_split: ClassIndexedSplit, validation_spl
     best, history = None, []
     for epoch in range(config.epochs):
         order = np.random.default_rng([config.seed, epoch]).permutation(len(labels_all))
+        indices = (np.sort(order[step * config.batch_size : (step + 1) * config.batch_size]) for step in range(steps_per_epoch))
+        # Read in a background thread, two batches ahead: a split read from disk (dataset.in_memory=False)
+        # then loads while the device trains.
+        batches = episodes_lib.prefetch((train_split.images[index], labels_all[index]) for index in indices)
         losses, accuracies = [], []
-        with tqdm.trange(steps_per_epoch, desc=f"Pretraining epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False) as bar:
-            for step in bar:
-                index = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
-                state, metrics = train_step(state, train_split.images[index], labels_all[index], rng)
+        with tqdm.tqdm(batches, total=steps_per_epoch, desc=f"Pretraining epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False) as bar:
+            for images, labels in bar:
+                state, metrics = train_step(state, images, labels, rng)
                 losses.append(metrics["loss"])
                 accuracies.append(metrics["accuracy"])
         if not np.isfinite(float(losses[-1])):
