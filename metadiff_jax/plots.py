@@ -94,7 +94,8 @@ def paired_differences(rows: list[dict], title: str = "") -> plt.Figure:
     rows: dicts with `ablation`, `shots`, `paired_diff_points`, `paired_ci95_points` (None for the reference).
     """
     shots = sorted({row["shots"] for row in rows})
-    figure, axes = plt.subplots(1, len(shots), figsize=(4.5 * len(shots), 0.35 * len(rows) + 1.5), squeeze=False)
+    per_panel = max(sum(row["shots"] == k for row in rows) for k in shots)
+    figure, axes = plt.subplots(1, len(shots), figsize=(4.5 * len(shots), 0.3 * per_panel + 1.5), squeeze=False)
     for axis, k in zip(axes[0], shots):
         chosen = [row for row in rows if row["shots"] == k and row["paired_diff_points"] is not None]
         names = [row["ablation"] for row in chosen]
