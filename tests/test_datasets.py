@@ -83,8 +83,8 @@ def test_another_seed_gives_another_class_split():
 
 
 def test_unknown_dataset_and_config_name_the_known_ones(tmp_path):
-    with pytest.raises(datasets.DatasetError, match="Unknown dataset 'omniglot'.*kanjivg_glyphs"):
-        datasets.make_builder("omniglot", None, tmp_path)
+    with pytest.raises(datasets.DatasetError, match="Unknown dataset 'imagenet21k'.*kanjivg_glyphs"):
+        datasets.make_builder("imagenet21k", None, tmp_path)
     with pytest.raises(datasets.DatasetError, match="no config '32px'.*28px, 84px, small"):
         datasets.make_builder("kanjivg_glyphs", "32px", tmp_path)
 

@@ -193,23 +193,23 @@ def test_ablation_suite_pairs_each_change_with_the_main_run_and_resumes(finished
     workdir, data, first = finished_run
     assert first.returncode == 0, first.stderr[-3000:]
     suite = tmp_path / "ablations"
-    command = [sys.executable, "-m", "launch.ablate", "--main", str(workdir), "--workdir", str(suite), "--only", "sampler_ddim_10,untrained_denoiser,condition_none"]
+    command = [sys.executable, "-m", "launch.ablate", "--main", str(workdir), "--workdir", str(suite), "--only", "sampler_ddim_10,untrained_denoiser"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "[pretrain] done earlier" in completed.stdout  # the main run's backbone is reused
     assert "[metadiff 1-shot] done earlier" in completed.stdout  # and its denoisers, where only evaluation changes
     assert "[metadiff 1-shot] metadiff.steps = 0: evaluating the untrained denoiser" in completed.stdout
     rows = {(r["ablation"], r["shots"]): r for r in json.loads((suite / "ablations.json").read_text())}
-    assert set(rows) == {(name, k) for name in ("main", "sampler_ddim_10", "untrained_denoiser", "condition_none") for k in (1, 5)}
+    assert set(rows) == {(name, k) for name in ("main", "sampler_ddim_10", "untrained_denoiser") for k in (1, 5)}
     main_accuracy = json.loads((workdir / "results.json").read_text())["results"]
     main_1shot = next(r for r in main_accuracy if (r["method"], r["shots"]) == ("metadiff", 1))
     assert rows[("main", 1)]["accuracy_percent"] == round(100 * main_1shot["accuracy"], 2)
-    for name in ("sampler_ddim_10", "untrained_denoiser", "condition_none"):
+    for name in ("sampler_ddim_10", "untrained_denoiser"):
         row = rows[(name, 1)]
         assert row["paired_diff_points"] == pytest.approx(row["accuracy_percent"] - rows[("main", 1)]["accuracy_percent"], abs=0.02)
     assert (suite / "ablations.png").read_bytes()[:4] == b"\x89PNG"
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("done earlier") == 3
+    assert again.returncode == 0 and again.stdout.count("done earlier") == 2
     unknown = subprocess.run([*command[:-1], "no_such_ablation"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and "unknown ablation no_such_ablation" in unknown.stderr
 

@@ -56,7 +56,10 @@ def test_host_slices_of_training_batches_make_up_the_global_batch():
     splits = synthetic.make_splits(synthetic.SyntheticConfig(dim=8, base_examples=30))
     targets = diffusion.class_mean_targets(splits["train"].images, splits["train"].class_starts)
     spec = episodes.EpisodeSpec(5, 2, 3)
-    whole = next(train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=4))
-    hosts = [next(train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=4, shard_index=i, shard_count=4)) for i in range(4)]
+    whole = next(train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=4, with_queries=True))
+    hosts = [
+        next(train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=4, shard_index=i, shard_count=4, with_queries=True))
+        for i in range(4)
+    ]
     for field in whole._fields:
         np.testing.assert_array_equal(getattr(whole, field), np.concatenate([getattr(h, field) for h in hosts]))
