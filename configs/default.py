@@ -83,6 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
     # W0, what the denoiser learns to reach: "class_means" (the reference: each class's mean feature over all
     # its images) or "finetuned_prototypes" (ProtoDiff: prototypes fine-tuned on each labelled episode).
     config.metadiff.targets = "class_means"
+    config.metadiff.finetune_steps = 10  # finetuned_prototypes only: gradient steps on the labelled episode
+    config.metadiff.finetune_learning_rate = 0.5
     # Sample with the EMA of the denoiser (the reference) or, False, with its last parameters.
     config.metadiff.evaluate_ema = True
     config.metadiff.query_loss_weight = 0.0

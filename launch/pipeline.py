@@ -225,6 +225,7 @@ def metadiff_train_config(config) -> train.TrainConfig:
     return train.TrainConfig(
         m.steps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.ema_start,
         seed=config.seed, query_loss_weight=m.query_loss_weight, query_loss=query_loss_config(config), targets=m.targets,
+        finetune_steps=m.finetune_steps, finetune_learning_rate=m.finetune_learning_rate,
     )
 
 

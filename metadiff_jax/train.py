@@ -12,6 +12,7 @@ SIGTERM) with a checkpoint of the step it reached.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Callable, Iterator
 
@@ -41,6 +42,8 @@ class TrainConfig:
     # W0: "class_means" (the reference: mean feature of each class over all its images) or
     # "finetuned_prototypes" (ProtoDiff: prototypes fine-tuned on each episode's labelled support and queries).
     targets: str = "class_means"
+    finetune_steps: int = 10
+    finetune_learning_rate: float = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +221,7 @@ def train_denoiser(
     finetuned = config.targets == "finetuned_prototypes"
     train_step = diffusion.make_train_step(
         denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss_weight,
-        diffusion.finetuned_prototype_targets if finetuned else None,
+        functools.partial(diffusion.finetuned_prototype_targets, steps=config.finetune_steps, learning_rate=config.finetune_learning_rate) if finetuned else None,
     )
     if mesh is None:
         step_fn, place, shard_index, shard_count = diffusion.jit_train_step(train_step), (lambda batch: batch), 0, 1

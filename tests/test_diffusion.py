@@ -98,3 +98,21 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state():
     chex.assert_trees_all_equal(state.opt_state, good.opt_state)
     with pytest.raises(df.TrainingDiverged, match="diverged at step 3.*last good one, after step 3"):
         df.raise_if_diverged(state, metrics)
+
+
+def test_finetuned_prototype_targets_replace_the_class_means_inside_the_step():
+    from metadiff_jax import base_learner
+
+    batch = make_batch(5)
+    rng = np.random.default_rng(6)
+    queries = np.repeat(batch.targets, 3, axis=1) + 0.3 * rng.standard_normal((4, WAYS * 3, DIM)).astype(np.float32)
+    batch = batch._replace(query_features=queries, query_labels=np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), 3), (4, 1)))
+    untuned = df.finetuned_prototype_targets(batch, steps=0)
+    every_image = np.concatenate([batch.support_features, batch.query_features], axis=1)
+    labels = np.concatenate([batch.support_labels, batch.query_labels], axis=1)
+    np.testing.assert_allclose(untuned[2], base_learner.prototypes(every_image[2], labels[2], WAYS), rtol=1e-5, atol=1e-6)
+    model, schedule, optimizer, params, _ = setup()
+    state = df.init_state(params, optimizer)
+    plain = df.make_train_step(model, schedule, optimizer)(state, batch, jax.random.PRNGKey(0))[1]["loss"]
+    tuned_step = df.make_train_step(model, schedule, optimizer, targets_from_batch=lambda b: df.finetuned_prototype_targets(b, steps=5))
+    assert float(tuned_step(state, batch, jax.random.PRNGKey(0))[1]["loss"]) != float(plain)
