@@ -21,8 +21,6 @@ import json
 import pathlib
 import sys
 
-import numpy as np
-
 ABLATIONS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "ablations"
 # Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
 EVALUATION_KEYS = {"metadiff.sampler", "metadiff.sampler_steps", "metadiff.start", "metadiff.evaluate_ema"}
@@ -62,24 +60,19 @@ def link_shared_stages(main: pathlib.Path, workdir: pathlib.Path, changed: list[
             link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
-def load_run(workdir: pathlib.Path):
-    results = json.loads((workdir / "results.json").read_text())
-    with np.load(workdir / "per_episode_accuracy.npz") as data:
-        return results, {key: data[key] for key in data.files}
-
-
 def table(main: pathlib.Path, workdir: pathlib.Path, names: list[str]) -> list[dict]:
     """Rows (ablation, shots, accuracy +- CI, paired difference against the main run's MetaDiff +- CI)."""
+    from launch import compare
     from metadiff_jax import evaluate
 
-    main_results, main_accuracies = load_run(main)
+    main_results, main_accuracies = compare.load(main)
     ways = main_results["config"]["episodes"]["ways"]
     rows = []
     for name in ["main", *names]:
         run_dir = main if name == "main" else workdir / name
         if not (run_dir / "results.json").exists():
             continue
-        results, accuracies = load_run(run_dir)
+        results, accuracies = compare.load(run_dir)
         for key, values in sorted(accuracies.items()):
             if not key.startswith("metadiff_"):
                 continue

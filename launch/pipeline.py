@@ -259,8 +259,8 @@ def validate(config, splits: dict[str, datasets.ClassIndexedSplit]) -> None:
         raise UsageError(f"metadiff.steps must be 0 (evaluate the untrained denoiser) or more, got {config.metadiff.steps}.")
     if config.metadiff.condition not in denoiser.CONDITIONS:
         raise UsageError(f"Unknown metadiff.condition {config.metadiff.condition!r}; known: {', '.join(denoiser.CONDITIONS)}.")
-    if config.metadiff.targets not in ("class_means", "finetuned_prototypes"):
-        raise UsageError(f"Unknown metadiff.targets {config.metadiff.targets!r}; known: class_means, finetuned_prototypes.")
+    if config.metadiff.targets not in train.TARGETS:
+        raise UsageError(f"Unknown metadiff.targets {config.metadiff.targets!r}; known: {', '.join(train.TARGETS)}.")
     if config.checkpoint.validation_episodes < 0:
         raise UsageError(f"checkpoint.validation_episodes must be 0 (off) or more, got {config.checkpoint.validation_episodes}.")
     for key in ("every", "keep"):

@@ -26,6 +26,10 @@ from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
 
 
+# What the denoiser learns to reach (TrainConfig.targets).
+TARGETS = ("class_means", "finetuned_prototypes")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 5000
@@ -216,8 +220,8 @@ def train_denoiser(
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
     query_loss = differentiable.make_query_loss(denoiser, schedule, config.query_loss) if config.query_loss_weight else None
-    if config.targets not in ("class_means", "finetuned_prototypes"):
-        raise ValueError(f"Unknown targets {config.targets!r}; known: class_means, finetuned_prototypes.")
+    if config.targets not in TARGETS:
+        raise ValueError(f"Unknown targets {config.targets!r}; known: {', '.join(TARGETS)}.")
     finetuned = config.targets == "finetuned_prototypes"
     train_step = diffusion.make_train_step(
         denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss_weight,
