@@ -38,16 +38,19 @@ def seconds_per_step(step, state, args: tuple, steps: int, repeats: int = 3, wai
     return median_seconds(run, repeats) / steps, state
 
 
-def random_train_batch(batch: int, dim: int, ways: int = 5, seed: int = 0):
-    """A MetaDiff TrainBatch of the real shapes (5-way 1-shot) with random features and targets."""
+def random_train_batch(batch: int, dim: int, ways: int = 5, seed: int = 0, queries: int = 0):
+    """A MetaDiff TrainBatch of the real shapes (5-way 1-shot) with random features and targets, and with
+    `queries` random query features a class (for the query-loss training mode) when not 0."""
     from metadiff_jax import diffusion
 
     rng = np.random.default_rng(seed)
-    return diffusion.TrainBatch(
-        rng.standard_normal((batch, ways, dim)).astype(np.float32),
-        np.tile(np.arange(ways, dtype=np.int32), (batch, 1)),
-        rng.standard_normal((batch, ways, dim)).astype(np.float32),
-    )
+    support = rng.standard_normal((batch, ways, dim)).astype(np.float32)
+    targets = rng.standard_normal((batch, ways, dim)).astype(np.float32)
+    query_features = query_labels = None
+    if queries:
+        query_features = rng.standard_normal((batch, ways * queries, dim)).astype(np.float32)
+        query_labels = np.tile(np.repeat(np.arange(ways, dtype=np.int32), queries), (batch, 1))
+    return diffusion.TrainBatch(support, np.tile(np.arange(ways, dtype=np.int32), (batch, 1)), targets, query_features, query_labels)
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:

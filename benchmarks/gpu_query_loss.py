@@ -12,19 +12,11 @@ MetaDiff's own step (no query loss) as the first row.
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from benchmarks import common, report
 from metadiff_jax import denoiser, differentiable, diffusion, schedule
 
-DIM, WAYS, SHOTS, QUERIES, BATCH = 640, 5, 1, 15, 8
-
-
-def batch_with_queries(seed: int = 0) -> diffusion.TrainBatch:
-    rng = np.random.default_rng(seed)
-    labels = lambda n: np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), n), (BATCH, 1))
-    features = lambda n: rng.standard_normal((BATCH, WAYS * n, DIM)).astype(np.float32)
-    return diffusion.TrainBatch(features(SHOTS), labels(SHOTS), rng.standard_normal((BATCH, WAYS, DIM)).astype(np.float32), features(QUERIES), labels(QUERIES))
+DIM, WAYS, QUERIES, BATCH = 640, 5, 15, 8
 
 
 def row(inner_loop: str, steps: int) -> dict:
@@ -34,7 +26,7 @@ def row(inner_loop: str, steps: int) -> dict:
     query_loss = None if inner_loop == "none" else differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=steps, remat=inner_loop == "remat"))
     step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=1.0))
     state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
-    batch = jax.device_put(batch_with_queries())
+    batch = jax.device_put(common.random_train_batch(BATCH, DIM, WAYS, queries=QUERIES))
     key = jax.random.PRNGKey(1)
     analysis = step.lower(state, batch, key).compile().memory_analysis()
     state, _ = step(state, batch, key)
