@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from benchmarks import common, report
-from metadiff_jax import denoiser, diffusion, schedule, train
+from metadiff_jax import checkpoints, denoiser, diffusion, schedule, train
 from metadiff_jax.data import datasets, episodes
 
 DIM, BATCH, STEPS, EVERY = 512, 8, 2000, 100
@@ -39,7 +39,7 @@ def main() -> None:
     for saves in (0, STEPS // EVERY):
         def run():
             directory = tempfile.mkdtemp(dir=scratch)
-            policy = train.CheckpointPolicy(directory, every=EVERY, keep=3) if saves else None
+            policy = checkpoints.CheckpointPolicy(directory, every=EVERY, keep=3) if saves else None
             state, _ = train.train_denoiser(model, noise, params, split, spec, config, progress=False, checkpoints=policy)
             jax.block_until_ready(state)
             shutil.rmtree(directory)
@@ -53,9 +53,9 @@ def main() -> None:
     record = {"state": state, "rng": jax.random.PRNGKey(0), "losses": np.zeros(STEPS, np.float32)}
     calls, commits = [], []
     for repeat in range(5):
-        manager = train.checkpoint_manager(f"{scratch}/single{repeat}", max_to_keep=1)
+        manager = checkpoints.checkpoint_manager(f"{scratch}/single{repeat}", max_to_keep=1)
         start = time.perf_counter()
-        train.save_record(manager, 1, record)
+        checkpoints.save_record(manager, 1, record)
         called = time.perf_counter()
         manager.wait_until_finished()
         calls.append(called - start)

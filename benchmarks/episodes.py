@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
 import numpy as np
 
 from benchmarks import report
-from metadiff_jax.data import datasets, episodes
+from metadiff_jax.data import datasets, episodes, fake_files
 
 
 def episodes_per_second(split, spec, batch: int, seconds: float = 1.0, repeats: int = 5) -> float:
@@ -71,12 +70,9 @@ def main() -> None:
 
     glyphs = datasets.build("kanjivg_glyphs", "28px", args.data_dir or tfds.core.constants.DATA_DIR)
     rows = measure(glyphs, [(5, 1, 15), (5, 5, 15), (20, 1, 5)])
-    sys.path.insert(0, str(report.ROOT / "tests"))
-    import fake_benchmarks
-
     with tempfile.TemporaryDirectory() as folder:
         manual = pathlib.Path(folder) / "manual"
-        fake_benchmarks.tiered_imagenet_files(manual, classes=(200, 5, 5), per_class=100)
+        fake_files.tiered_imagenet_files(manual, classes=(200, 5, 5), per_class=100)
         tiered = datasets.build("tiered_imagenet", None, pathlib.Path(folder) / "tfds", manual=manual, strict=False)
         rows += [dict(row, dataset="tiered_imagenet format, random pixels, 84x84x3") for row in measure(tiered, [(5, 1, 15), (5, 5, 15)])]
     report.publish(

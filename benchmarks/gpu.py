@@ -42,7 +42,7 @@ def sampler_rows(dims=(512, 640), counts=(600, 6000)) -> list[dict]:
         model = denoiser.make_denoiser("tcunet", dim)
         params = denoiser.init_params(model, jax.random.PRNGKey(0))
         task = sampler.make_sample_task(model, noise, sampler.SamplerConfig("ddpm_mean"))
-        sample = jax.jit(lambda p, f, l, r: sampler.sample_episodes(task, p, f, l, r, 5))
+        sample = jax.jit(lambda p, f, y, r: sampler.sample_episodes(task, p, f, y, r, 5))
         for episodes in counts:
             features = jax.random.normal(jax.random.PRNGKey(1), (episodes, 5, dim))
             labels = jnp.tile(jnp.arange(5), (episodes, 1))
@@ -74,9 +74,27 @@ def pretrain_rows(names=("resnet12", "resnet12_wide"), batch: int = 128, size: i
 
 def main() -> None:
     note = "Random inputs of the real shapes; median of 3 runs after compilation."
-    report.publish("gpu_train_step", train_step_rows(), "GPU: MetaDiff outer step against the global batch", "5-way 1-shot, TCUNet, T = 1000, Adam + EMA + NaN guard. " + note, module="benchmarks.gpu")
-    report.publish("gpu_sampler", sampler_rows(), "GPU: sampling episodes x 1000 DDPM steps", "5-way 1-shot, deterministic DDPM mean, all episodes vmapped in one call. " + note, module="benchmarks.gpu")
-    report.publish("gpu_pretrain", pretrain_rows(), "GPU: ResNet-12 pretraining step, 84 x 84, batch 128", "64 classes (miniImageNet's base set), SGD Nesterov, on-device shift and flip. " + note, module="benchmarks.gpu")
+    report.publish(
+        "gpu_train_step",
+        train_step_rows(),
+        "GPU: MetaDiff outer step against the global batch",
+        "5-way 1-shot, TCUNet, T = 1000, Adam + EMA + NaN guard. " + note,
+        module="benchmarks.gpu",
+    )
+    report.publish(
+        "gpu_sampler",
+        sampler_rows(),
+        "GPU: sampling episodes x 1000 DDPM steps",
+        "5-way 1-shot, deterministic DDPM mean, all episodes vmapped in one call. " + note,
+        module="benchmarks.gpu",
+    )
+    report.publish(
+        "gpu_pretrain",
+        pretrain_rows(),
+        "GPU: ResNet-12 pretraining step, 84 x 84, batch 128",
+        "64 classes (miniImageNet's base set), SGD Nesterov, on-device shift and flip. " + note,
+        module="benchmarks.gpu",
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def row(inner_loop: str, steps: int) -> dict:
     model = denoiser.make_denoiser("tcunet", DIM)
     noise = schedule.linear_schedule(1000)
     optimizer = diffusion.make_optimizer()
-    query_loss = None if inner_loop == "none" else differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=steps, remat=inner_loop == "remat"))
+    query_loss = (
+        None if inner_loop == "none" else differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=steps, remat=inner_loop == "remat"))
+    )
     step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=1.0))
     state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
     batch = jax.device_put(common.random_train_batch(BATCH, DIM, WAYS, queries=QUERIES))

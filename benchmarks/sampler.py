@@ -30,7 +30,7 @@ def main() -> None:
         model = dn.make_denoiser("tcunet", dim)
         params = dn.init_params(model, jax.random.PRNGKey(0))
         sample_task = sp.make_sample_task(model, schedule, sp.SamplerConfig("ddpm_mean"))
-        sample = jax.jit(lambda p, f, l, r: sp.sample_episodes(sample_task, p, f, l, r, WAYS))
+        sample = jax.jit(lambda p, f, y, r: sp.sample_episodes(sample_task, p, f, y, r, WAYS))
         features = jax.random.normal(jax.random.PRNGKey(1), (EPISODES, WAYS * SHOTS, dim))
         labels = jnp.tile(jnp.repeat(jnp.arange(WAYS), SHOTS), (EPISODES, 1))
         rng = jax.random.PRNGKey(2)

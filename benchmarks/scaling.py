@@ -4,12 +4,14 @@
 
 Fake devices (jax_num_cpu_devices) share this machine's cores, so this measures the overhead of
 sharding the step over a ('data',) mesh, not a speedup. MetaDiff outer step, TCUNet at d = 512,
-5-way 1-shot, a global batch of 64 episodes split evenly over the devices. Each row runs in its own process.
+5-way 1-shot, a global batch of 64 episodes split evenly over the devices, in both parallel styles (jit with
+shardings; the per-device shard_map program with lax.pmean). Each row runs in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from benchmarks import report
 DIM, BATCH, STEPS = 512, 64, 100
 
 
-def measure(devices: int) -> dict:
+def measure(devices: int, style: str) -> dict:
     import jax
 
     jax.config.update("jax_num_cpu_devices", devices)
@@ -31,7 +33,7 @@ def measure(devices: int) -> dict:
     mesh = parallel.make_mesh()
     model = denoiser.make_denoiser("tcunet", DIM)
     optimizer = diffusion.make_optimizer()
-    step = parallel.data_parallel_step(diffusion.make_train_step(model, schedule.linear_schedule(1000), optimizer), mesh)
+    step = parallel.data_parallel_step(functools.partial(diffusion.make_train_step, model, schedule.linear_schedule(1000), optimizer), mesh, style)
     state = parallel.put_replicated(diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer), mesh)
     batch = parallel.put_sharded(common.random_train_batch(BATCH, DIM), mesh)
     key = jnp.asarray(jax.random.PRNGKey(1))
@@ -39,21 +41,32 @@ def measure(devices: int) -> dict:
     # Each step waited for: with more fake devices than cores, several steps in flight can leave every pool
     # thread waiting in a different step's all-reduce (seen here as a rendezvous timeout).
     seconds, state = common.seconds_per_step(step, state, (batch, key), STEPS, wait_each=True)
-    return {"devices": len(jax.devices()), "fake_cpu_devices": True, "global_batch": BATCH, "dim": DIM, "ms_per_step": round(1e3 * seconds, 3), "episodes_per_s": round(BATCH / seconds, 1)}
+    return {
+        "devices": len(jax.devices()),
+        "style": style,
+        "fake_cpu_devices": True,
+        "global_batch": BATCH,
+        "dim": DIM,
+        "ms_per_step": round(1e3 * seconds, 3),
+        "episodes_per_s": round(BATCH / seconds, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, help="measure one row in this process")
+    parser.add_argument("--style", default="jit", choices=("jit", "shard_map"), help="with --devices: the parallel style")
     args = parser.parse_args()
     if args.devices:
-        print(json.dumps(measure(args.devices)))
+        print(json.dumps(measure(args.devices, args.style)))
         return
     rows = []
     for devices in (1, 2, 4, 8):
-        output = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--devices", str(devices)], cwd=report.ROOT, check=True, capture_output=True, text=True)
-        rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
+        for style in ("jit", "shard_map"):
+            command = [sys.executable, "-m", "benchmarks.scaling", "--devices", str(devices), "--style", style]
+            output = subprocess.run(command, cwd=report.ROOT, check=True, capture_output=True, text=True)
+            rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
     report.publish(
         "scaling",
         rows,

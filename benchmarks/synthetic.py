@@ -20,11 +20,10 @@ import jax
 
 from benchmarks import report
 from metadiff_jax import denoiser as dn
-from metadiff_jax import plots
 from metadiff_jax import evaluate as ev
+from metadiff_jax import plots, synthetic, train
 from metadiff_jax import sampler as sp
 from metadiff_jax import schedule as sl
-from metadiff_jax import synthetic, train
 from metadiff_jax.data import episodes
 
 TRAIN = train.TrainConfig(steps=10_000, batch_size=8, learning_rate=1e-4, weight_decay=5e-4, ema_decay=0.999, ema_start=200)
@@ -70,17 +69,7 @@ def main() -> None:
             evaluate = ev.make_evaluator(normalized, schedule, sp.SamplerConfig("ddpm_mean"), ways=5)
             results.append(ev.summarize("metadiff normalized-g" + suffix, evaluate(state.ema_params, test, jax.random.PRNGKey(1))[0], 5, shots, prototypes))
         for result in results:
-            rows.append(
-                {
-                    "method": result.method,
-                    "shots": shots,
-                    "episodes": result.episodes,
-                    "accuracy": round(100 * result.accuracy, 2),
-                    "ci95": round(100 * result.ci95, 2),
-                    "paired_diff": None if result.paired_diff is None else round(100 * result.paired_diff, 2),
-                    "paired_ci95": None if result.paired_ci95 is None else round(100 * result.paired_ci95, 2),
-                }
-            )
+            rows.append(result.row())
             print(rows[-1], flush=True)
     figure = plots.accuracy_per_step(curves, baselines, "Synthetic 5-way: query accuracy along the DDPM reverse process")
     figure.savefig(report.ROOT / "benchmarks" / "results" / "synthetic_accuracy_per_step.png", dpi=110)

@@ -47,8 +47,8 @@ def paper_config(dataset: str, backbone: str, variant: str = "") -> ml_collectio
     config.metadiff.weight_decay = 5e-4
     config.metadiff.ema_decay = 0.9999
     config.metadiff.ema_start = 2000
-    config.metadiff.sampler = "ddpm_mean"
-    config.metadiff.start = "noise"
+    config.metadiff.sampler.method = "ddpm_mean"
+    config.metadiff.sampler.start = "noise"
     config.episodes.test_episodes = 600
     config.checkpoint.validation_episodes = 600
 

@@ -23,7 +23,7 @@ import sys
 
 ABLATIONS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "ablations"
 # Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
-EVALUATION_KEYS = {"metadiff.sampler", "metadiff.sampler_steps", "metadiff.start", "metadiff.evaluate_ema"}
+EVALUATION_KEYS = {"metadiff.sampler.method", "metadiff.sampler.steps", "metadiff.sampler.start", "metadiff.evaluate_ema"}
 
 
 def available() -> list[str]:
@@ -32,17 +32,18 @@ def available() -> list[str]:
 
 def ablated_config(main_config, name: str):
     """The main config with ablation `name` applied, and the keys it changed."""
-    from launch import pipeline
+    from launch.errors import UsageError
+    from launch.workdir import config_differences
 
     module = importlib.import_module(f"configs.ablations.{name}")
     config = main_config.copy_and_resolve_references()
     module.apply(config)
-    changed = sorted(pipeline.config_differences(json.loads(main_config.to_json()), json.loads(config.to_json())))
+    changed = sorted(config_differences(json.loads(main_config.to_json()), json.loads(config.to_json())))
     outside = [key for key in changed if not key.startswith("metadiff.")]
     if outside:
-        raise pipeline.UsageError(f"ablation {name} changes {', '.join(outside)}; an ablation changes metadiff.* keys only.")
+        raise UsageError(f"ablation {name} changes {', '.join(outside)}; an ablation changes metadiff.* keys only.")
     if not changed:
-        raise pipeline.UsageError(f"ablation {name} changes nothing in the main run's config (it is the main configuration).")
+        raise UsageError(f"ablation {name} changes nothing in the main run's config (it is the main configuration).")
     return config, changed
 
 
@@ -80,26 +81,26 @@ def table(main: pathlib.Path, workdir: pathlib.Path, names: list[str]) -> list[d
             if results["test_episodes_sha256"][shots] != main_results["test_episodes_sha256"][shots]:
                 raise SystemExit(f"error: {run_dir} was evaluated on other {shots}-shot test episodes than {main}; it cannot be paired.")
             result = evaluate.summarize(name, values, ways, int(shots), None if name == "main" else main_accuracies[key])
-            rows.append(
-                {
-                    "ablation": name,
-                    "shots": int(shots),
-                    "episodes": result.episodes,
-                    "accuracy_percent": round(100 * result.accuracy, 2),
-                    "ci95_percent": round(100 * result.ci95, 2),
-                    "paired_diff_points": None if result.paired_diff is None else round(100 * result.paired_diff, 2),
-                    "paired_ci95_points": None if result.paired_ci95 is None else round(100 * result.paired_ci95, 2),
-                }
-            )
+            rows.append({"ablation": name, **{k: v for k, v in result.row().items() if k != "method"}})
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| ablation | shots | episodes | accuracy (%) | paired diff vs main (points) |", "|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: (r["shots"], r["ablation"] != "main", r["ablation"])):
-        diff = "" if row["paired_diff_points"] is None else f"{row['paired_diff_points']:+.2f} +- {row['paired_ci95_points']:.2f}"
-        lines.append(f"| {row['ablation']} | {row['shots']} | {row['episodes']} | {row['accuracy_percent']:.2f} +- {row['ci95_percent']:.2f} | {diff} |")
-    return "\n".join(lines)
+    from metadiff_jax import evaluate
+
+    ordered = sorted(rows, key=lambda r: (r["shots"], r["ablation"] != "main", r["ablation"]))
+    points = lambda value: None if value is None else value / 100
+    results = [
+        evaluate.MethodResult(
+            r["ablation"],
+            r["ways"],
+            r["shots"],
+            r["episodes"],
+            *(points(r[k]) for k in ("accuracy_percent", "ci95_percent", "paired_diff_points", "paired_ci95_points")),
+        )
+        for r in ordered
+    ]
+    return evaluate.results_table(results, "main")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,11 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=pathlib.Path, required=True, help="where the ablations run and the table is written")
     parser.add_argument("--only", default="", help="comma-separated ablation names (default: every file in configs/ablations/)")
     args = parser.parse_args(argv)
-    from launch import pipeline
-    from metadiff_jax import plots, train
+    from launch import pipeline, settings
+    from launch.errors import UsageError
+    from launch.signals import StopOnSignal, Stopped
+    from launch.workdir import read_run_record
+    from metadiff_jax import plots
+    from metadiff_jax.checkpoints import CheckpointError
     from metadiff_jax.data.datasets import DatasetError
     from metadiff_jax.data.episodes import EpisodeError
-    from metadiff_jax.diffusion import TrainingDiverged
+    from metadiff_jax.loop import Preempted, TrainingDiverged
 
     known = available()
     names = [n for n in args.only.split(",") if n] or known
@@ -120,21 +125,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown ablation {', '.join(unknown)}; known: {', '.join(known)}.", file=sys.stderr)
         return 2
-    main_config = pipeline.read_run_record(args.main)
+    main_config = read_run_record(args.main)
     if main_config is None or not (args.main / "per_episode_accuracy.npz").exists():
         print(f"error: {args.main} holds no finished main run; run `python -m launch.main --workdir {args.main}` first.", file=sys.stderr)
         return 2
     if main_config.method != "metadiff":
         print(f"error: {args.main} is a {main_config.method} run; the ablations are of MetaDiff.", file=sys.stderr)
         return 2
-    shots = list(pipeline.episode_specs(main_config))
-    stopper = pipeline.StopOnSignal()
+    shots = list(settings.episode_specs(main_config))
+    stopper = StopOnSignal()
     stopper.install()
     for position, name in enumerate(names, start=1):
         workdir = args.workdir / name
         try:
             config, changed = ablated_config(main_config, name)
-        except pipeline.UsageError as error:
+        except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if (workdir / "results.json").exists():
@@ -144,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         link_shared_stages(args.main, workdir, changed, shots)
         try:
             pipeline.run(config, workdir, stopper)
-        except (pipeline.Stopped, train.Preempted):
+        except (Stopped, Preempted):
             print(f"stopped during ablation {name}; run the same command to resume.", file=sys.stderr)
             return 128 + stopper.signum
-        except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged, train.CheckpointError) as error:
+        except (UsageError, DatasetError, EpisodeError, TrainingDiverged, CheckpointError) as error:
             print(f"error in ablation {name}: {error}", file=sys.stderr)
             return 2
     rows = table(args.main, args.workdir, names)

@@ -43,16 +43,11 @@ def compare(workdirs: list[pathlib.Path], reference: str) -> str:
             hashes[shots] = digest
             ways[shots] = results["config"]["episodes"]["ways"]
             per_episode[(method, shots)] = values
-    lines = [
-        f"| method | ways | shots | episodes | accuracy (%) | paired diff vs {reference} (points) |",
-        "|---|---|---|---|---|---|",
-    ]
+    results = []
     for (method, shots), values in sorted(per_episode.items(), key=lambda item: (item[0][1], item[0][0] != reference, item[0][0])):
         anchor = per_episode.get((reference, shots))
-        result = evaluate.summarize(method, values, ways[shots], shots, None if method == reference or anchor is None else anchor)
-        diff = "" if result.paired_diff is None else f"{100 * result.paired_diff:+.2f} +- {100 * result.paired_ci95:.2f}"
-        lines.append(f"| {method} | {result.ways} | {shots} | {result.episodes} | {100 * result.accuracy:.2f} +- {100 * result.ci95:.2f} | {diff} |")
-    return "\n".join(lines)
+        results.append(evaluate.summarize(method, values, ways[shots], shots, None if method == reference or anchor is None else anchor))
+    return evaluate.results_table(results, reference)
 
 
 def main() -> None:

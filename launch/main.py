@@ -4,7 +4,7 @@
 models and test episodes, and checks that it reproduces DIR/results.json exactly.
 
 Any config key can be overridden as `--config.key=value` (e.g. `--config.pretrain.epochs=10`).
-The job (launch/pipeline.py): builds the dataset if missing, pretrains the backbone, caches features,
+The job (launch/pipeline.py, its stages in launch/stages.py): builds the dataset if missing, pretrains the backbone, caches features,
 meta-trains MetaDiff per shot count, evaluates it beside the prototype classifier on fixed test episodes,
 and writes to DIR: results.json, results.md, plots/, tensorboard/, checkpoints/ (orbax), features/,
 test_episodes_<K>shot.npz. A rerun skips every stage already done and says so; a DIR holding a run with
@@ -77,20 +77,6 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
-def prepare_workdir(path: str) -> pathlib.Path:
-    from launch.pipeline import UsageError
-
-    workdir = pathlib.Path(path)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"Cannot write to workdir {workdir} ({error.strerror}); pass a folder you can write to with --workdir.") from error
-    return workdir
-
-
 def join_processes() -> None:
     """jax.distributed.initialize, before any other JAX call, when the flags ask for a multi-host run."""
     explicit = {"--coordinator_address": _COORDINATOR.value, "--num_processes": _NUM_PROCESSES.value, "--process_id": _PROCESS_ID.value}
@@ -116,16 +102,6 @@ def join_processes() -> None:
         sys.exit(2)
 
 
-def recorded_config(workdir: pathlib.Path):
-    """The config a finished run was made with, from its run.json."""
-    from launch.pipeline import UsageError, read_run_record
-
-    config = read_run_record(workdir)
-    if config is None:
-        raise UsageError(f"{workdir} holds no run (no run.json); `eval` evaluates a finished run: pass its --workdir.")
-    return config
-
-
 def main(argv) -> None:
     if argv[1:] not in ([], ["eval"]):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. The one command is `eval` (python -m launch.main eval --workdir DIR).")
@@ -133,27 +109,34 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)
     join_processes()
     from launch import pipeline
+    from launch import workdir as workdir_lib
+    from launch.errors import Irreproducible, UsageError
+    from launch.signals import StopOnSignal, Stopped
+    from metadiff_jax.checkpoints import CheckpointError
     from metadiff_jax.data.datasets import DatasetError
     from metadiff_jax.data.episodes import EpisodeError
-    from metadiff_jax.diffusion import TrainingDiverged
-    from metadiff_jax.train import CheckpointError, Preempted
+    from metadiff_jax.loop import Preempted, TrainingDiverged
 
-    stopper = pipeline.StopOnSignal()
+    stopper = StopOnSignal()
     stopper.install()
     try:
         # `eval` only reads a finished run: it never creates the workdir it is pointed at.
-        workdir = pathlib.Path(_WORKDIR.value) if evaluate_only else prepare_workdir(_WORKDIR.value)
-        config = recorded_config(workdir) if evaluate_only else _CONFIG.value
+        workdir = pathlib.Path(_WORKDIR.value) if evaluate_only else workdir_lib.prepare_workdir(_WORKDIR.value)
+        config = workdir_lib.recorded_config(workdir) if evaluate_only else _CONFIG.value
         pipeline.run(config, workdir, stopper, evaluate_only)
-    except (pipeline.UsageError, DatasetError, EpisodeError, TrainingDiverged, CheckpointError) as error:
+    except (UsageError, DatasetError, EpisodeError, TrainingDiverged, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except pipeline.Irreproducible as error:
+    except Irreproducible as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except (Preempted, pipeline.Stopped) as stop:
+    except (Preempted, Stopped) as stop:
         name = signal.Signals(stopper.signum).name
-        where = f" at meta-training step {stop.step}; checkpoint saved in {stop.directory}" if isinstance(stop, Preempted) else "; the stages finished before it are kept"
+        where = (
+            f" at meta-training step {stop.step}; checkpoint saved in {stop.directory}"
+            if isinstance(stop, Preempted)
+            else "; the stages finished before it are kept"
+        )
         print(f"stopped by {name}{where}. Run the same command to resume.", file=sys.stderr)
         sys.exit(128 + stopper.signum)
 

@@ -72,6 +72,11 @@ class TCUNet(nn.Module):
     time_dim: int = 320
     condition: str = "gradient"
 
+    def __post_init__(self):
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"Unknown TCUNet condition {self.condition!r}; known: {', '.join(CONDITIONS)}.")
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, weights_t, t, support_features, support_labels):
         if self.condition in ("gradient", "normalized_gradient"):
@@ -84,10 +89,8 @@ class TCUNet(nn.Module):
             # learn W_t - p, but is not handed the gradient's structure.
             prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
             g = TorchDense(self.dim)(jnp.concatenate([weights_t, prototypes], axis=-1))
-        elif self.condition == "none":
+        else:  # "none"
             g = TorchDense(self.dim)(weights_t)  # ablation: no support information at all (unconditional)
-        else:
-            raise ValueError(f"Unknown TCUNet condition {self.condition!r}; known: {', '.join(CONDITIONS)}.")
         emb = timestep_embedding(t, self.time_dim)
         gate = nn.sigmoid(TorchDense(1)(nn.relu(TorchDense(self.time_dim // 2)(emb))))
         wide, narrow = max(1, self.dim // 2), max(1, self.dim // 4)

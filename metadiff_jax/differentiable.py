@@ -17,28 +17,38 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
-from metadiff_jax import base_learner
+from metadiff_jax import base_learner, keys
 from metadiff_jax import schedule as schedule_lib
+from metadiff_jax.config_dict import FieldError
+
+STARTS = ("noise", "prototypes")
 
 
 @dataclasses.dataclass(frozen=True)
 class QueryLossConfig:
+    weight: float = 0.0  # the query loss's weight beside the diffusion loss; 0 is MetaDiff as published (off)
     steps: int = 10  # K: DDIM steps from the start to the sampled weights
     backprop_steps: int | None = None  # k: backpropagate through the last k steps only (None: all K)
     remat: bool = True  # jax.checkpoint on each step
     start: str = "noise"  # "noise" (W_T ~ N(0, I)) or "prototypes"
     scale: float = 10.0  # the cosine classifier's logit scale
 
-    def validate(self, num_timesteps: int) -> None:
-        if not 1 <= self.steps <= num_timesteps:
-            raise ValueError(f"query loss steps K = {self.steps} must be in 1 .. T = {num_timesteps}.")
+    def __post_init__(self):
+        if self.weight < 0:
+            raise FieldError("weight", f"must be 0 (off) or more, got {self.weight}.")
+        if self.steps < 1:
+            raise FieldError("steps", f"K = {self.steps} must be at least 1.")
         if self.backprop_steps is not None and not 1 <= self.backprop_steps <= self.steps:
-            raise ValueError(f"backprop_steps k = {self.backprop_steps} must be in 1 .. K = {self.steps} (or None for all K).")
-        if self.start not in ("noise", "prototypes"):
-            raise ValueError(f"Unknown start {self.start!r}; known: noise, prototypes.")
+            raise FieldError("backprop_steps", f"k = {self.backprop_steps} must be in 1 .. K = {self.steps} (or unset for all K).")
+        if self.start not in STARTS:
+            raise FieldError("start", f"{self.start!r} is unknown; known: {', '.join(STARTS)}.")
+
+    def validate(self, num_timesteps: int) -> None:
+        """The checks that need the schedule's T."""
+        if self.steps > num_timesteps:
+            raise FieldError("steps", f"K = {self.steps} must be in 1 .. T = {num_timesteps}.")
 
 
 def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, config: QueryLossConfig = QueryLossConfig()):
@@ -52,10 +62,8 @@ def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedu
     tracked_part = jax.tree_util.tree_map(lambda c: c[total - tracked :], coefficients)
 
     def ddim_step(params, weights, coefficient, support_features, support_labels):
-        t, sqrt_abar, sqrt_one_minus, sqrt_abar_next, sqrt_one_minus_next = coefficient
-        eps = denoiser.apply(params, weights, t, support_features, support_labels)
-        x0 = (weights - sqrt_one_minus * eps) / sqrt_abar
-        return sqrt_abar_next * x0 + sqrt_one_minus_next * eps
+        eps = denoiser.apply(params, weights, coefficient.timesteps, support_features, support_labels)
+        return schedule_lib.ddim_step(coefficient, weights, eps)
 
     step = jax.checkpoint(ddim_step) if config.remat else ddim_step
 
@@ -79,15 +87,15 @@ def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedu
 
 
 def make_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, config: QueryLossConfig = QueryLossConfig()):
-    """Returns query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways):
-    the mean over a batch of episodes (leading axis) of the per-task loss; episode i starts from the key
-    fold_in(rng, i)."""
+    """Returns query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways,
+    first_episode=0): the mean over a batch of episodes (leading axis) of the per-task loss; the batch's
+    episode i is episode first_episode + i of the stream and starts from its key (keys.episode_keys)."""
     task_loss = make_task_query_loss(denoiser, schedule, config)
 
-    def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int):
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(support_features.shape[0]))
+    def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int, first_episode=0):
+        episode_keys = keys.first_episodes(rng, support_features.shape[0], first_episode)
         per_task = jax.vmap(lambda s, sl, q, ql, k: task_loss(params, s, sl, q, ql, k, ways))(
-            support_features, support_labels, query_features, query_labels, keys
+            support_features, support_labels, query_features, query_labels, episode_keys
         )
         return per_task.mean()
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metadiff_jax import base_learner, parallel
+from metadiff_jax import base_learner, keys
 from metadiff_jax import schedule as schedule_lib
 
 
@@ -65,7 +65,7 @@ def finetuned_prototype_targets(batch: TrainBatch, steps: int = 10, learning_rat
     ways = batch.targets.shape[1]
     features = jnp.concatenate([batch.support_features, batch.query_features], axis=1)
     labels = jnp.concatenate([batch.support_labels, batch.query_labels], axis=1)
-    return jax.vmap(lambda f, l: base_learner.finetuned_prototypes(f, l, ways, steps, learning_rate))(features, labels)
+    return jax.vmap(lambda f, y: base_learner.finetuned_prototypes(f, y, ways, steps, learning_rate))(features, labels)
 
 
 def make_optimizer(learning_rate: float = 1e-4, weight_decay: float = 5e-4) -> optax.GradientTransformation:
@@ -90,9 +90,14 @@ def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
     )
 
 
-def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, batch: TrainBatch, rng):
-    """Noise-prediction MSE averaged over episodes and weight entries, one uniform t per episode."""
-    keys = jax.random.split(rng, batch.targets.shape[0])
+def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, batch: TrainBatch, rng, first_episode=0):
+    """Noise-prediction MSE averaged over episodes and weight entries, one uniform t per episode.
+
+    The batch's episode i is episode `first_episode + i` of the step and draws its t and noise from that
+    episode's key (keys.episode_keys), so a device holding a slice of the batch draws what one device
+    holding all of it would.
+    """
+    episode_keys = keys.first_episodes(rng, batch.targets.shape[0], first_episode)
 
     def episode_loss(key, target, support_features, support_labels):
         t_key, noise_key = jax.random.split(key)
@@ -102,24 +107,30 @@ def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, pa
         predicted = denoiser.apply(params, weights_t, t, support_features, support_labels)
         return jnp.mean((predicted - noise) ** 2)
 
-    return jnp.mean(jax.vmap(episode_loss)(keys, batch.targets, batch.support_features, batch.support_labels))
+    return jnp.mean(jax.vmap(episode_loss)(episode_keys, batch.targets, batch.support_features, batch.support_labels))
 
 
 def make_train_step(
     denoiser: nn.Module,
     schedule: schedule_lib.NoiseSchedule,
     optimizer: optax.GradientTransformation,
-    ema_decay: float = 0.9999,
-    ema_start: int = 2000,
+    ema_decay: float = 0.999,
+    ema_start: int = 200,
     query_loss: Callable | None = None,
     query_weight: float = 0.0,
     targets_from_batch: Callable[[TrainBatch], jnp.ndarray] | None = None,
+    axis_name: str | None = None,
 ) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict]]:
     """The outer step, a pure function of (state, batch, rng); randomness is fold_in(rng, step).
 
     Returns (new state, metrics with `loss` and `grad_norm`). A non-finite loss or gradient leaves the state
     as it was and records the step in `diverged_at`. Not jitted here, so callers can jit it with their own
-    shardings and donation (see `jit_train_step`).
+    shardings and donation (see `jit_train_step` and `parallel.data_parallel_step`).
+
+    With `axis_name` the step is one device's program under shard_map: the batch is this device's slice of
+    the episodes (slice i of the mesh axis holds episodes i * local .. (i + 1) * local - 1, and draws their
+    randomness as one device would), and the loss, its parts, the gradients and the health flag are averaged
+    with lax.pmean over the axis before the update, so every device applies the same update.
 
     With `query_loss` (`differentiable.make_query_loss`), the loss is the diffusion loss plus `query_weight`
     times the query-set loss of weights sampled through the reverse process, which then needs the batch's
@@ -127,23 +138,36 @@ def make_train_step(
     targets W0 by a function of the batch, inside the step (e.g. `finetuned_prototype_targets`).
     """
 
-    def objective(params, batch: TrainBatch, rng):
-        loss = diffusion_loss(denoiser, schedule, params, batch, rng)
+    def objective(params, batch: TrainBatch, rng, first_episode):
+        loss = diffusion_loss(denoiser, schedule, params, batch, rng, first_episode)
         if query_loss is None:
             return loss, {}
         if batch.query_features is None:
             raise ValueError("the query-loss training mode needs TrainBatch.query_features and query_labels.")
         ways = batch.targets.shape[1]
-        sampled = query_loss(params, batch.support_features, batch.support_labels, batch.query_features, batch.query_labels, jax.random.fold_in(rng, 1), ways)
+        sampled = query_loss(
+            params, batch.support_features, batch.support_labels, batch.query_features, batch.query_labels, jax.random.fold_in(rng, 1), ways, first_episode
+        )
         return loss + query_weight * sampled, {"diffusion_loss": loss, "query_loss": sampled}
 
     def train_step(state: TrainState, batch: TrainBatch, rng) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(rng, state.step)
+        first_episode = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch.targets.shape[0]
         if targets_from_batch is not None:
             batch = batch._replace(targets=jax.lax.stop_gradient(targets_from_batch(batch)))
-        (loss, parts), grads = jax.value_and_grad(lambda p: objective(p, batch, step_rng), has_aux=True)(state.params)
+        params = state.params
+        if axis_name is not None:
+            # Differentiated as this device's own copy: the gradient is then its slice's, not (as JAX's transpose
+            # of a replicated input would make it) already summed over the devices; the pmean below averages it.
+            params = jax.lax.pcast(params, axis_name, to="varying")
+        (loss, parts), grads = jax.value_and_grad(lambda p: objective(p, batch, step_rng, first_episode), has_aux=True)(params)
+        healthy = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+        if axis_name is not None:
+            loss, parts, grads = jax.lax.pmean((loss, parts, grads), axis_name)
+            # Every device's own loss and gradients finite, not just their mean.
+            healthy = jax.lax.pmean(healthy.astype(jnp.float32), axis_name) == 1.0
         grad_norm = optax.tree.norm(grads)
-        healthy = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
+        healthy = healthy & (state.diverged_at < 0)
 
         def update(state: TrainState) -> TrainState:
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -164,19 +188,3 @@ def make_train_step(
 def jit_train_step(train_step):
     """jit with the state donated: parameters, EMA and optimizer state are updated in place."""
     return jax.jit(train_step, donate_argnums=0)
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss or gradient became NaN or Inf; the state kept is the last good one."""
-
-
-def raise_if_diverged(state: TrainState, metrics: dict | None = None) -> None:
-    scalar = parallel.host_value  # also reads values replicated over the devices of several hosts
-    diverged_at = int(scalar(state.diverged_at))
-    if diverged_at >= 0:
-        detail = f" (last loss {float(scalar(metrics['loss']))}, gradient norm {float(scalar(metrics['grad_norm']))})" if metrics else ""
-        raise TrainingDiverged(
-            f"Training diverged at step {diverged_at}: the loss or a gradient was NaN or Inf{detail}. The state kept is "
-            f"the last good one, after step {int(scalar(state.step))}. Lower the learning rate or check the features for "
-            "extreme values."
-        )

@@ -13,11 +13,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
-from metadiff_jax import base_learner, parallel
+from metadiff_jax import base_learner, keys, parallel
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
+from metadiff_jax.features import InputError, check_features
 
 
 class FeatureEpisodes(NamedTuple):
@@ -41,10 +43,6 @@ def fixed_episodes(split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, cou
     return episodes_from_plan(split, plan), episodes_lib.plan_hash(plan)
 
 
-class InputError(ValueError):
-    """Episodes that do not fit the model: the message names the mismatch and the fix."""
-
-
 def check_episodes(episodes: FeatureEpisodes, ways: int, dim: int) -> None:
     """Raises InputError for shapes that disagree, labels outside 0..ways-1, an empty class, or NaN/Inf."""
     support, query = np.asarray(episodes.support_features), np.asarray(episodes.query_features)
@@ -53,14 +51,7 @@ def check_episodes(episodes: FeatureEpisodes, ways: int, dim: int) -> None:
             f"features must be (episodes, examples, dim); got support {support.shape} and query {query.shape}."
         )
     for name, features in (("support", support), ("query", query)):
-        if features.shape[-1] != dim:
-            raise InputError(
-                f"{name} features have dim {features.shape[-1]} but the denoiser was built for dim {dim}: build it "
-                f"with dim={features.shape[-1]} or use features of dim {dim}."
-            )
-        if not np.all(np.isfinite(features)):
-            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(features))[0])
-            raise InputError(f"{name} features hold NaN or Inf (first at index {bad}); fix the feature extractor or cache.")
+        check_features(features, dim, name)
     for name, features, labels in (
         ("support", support, episodes.support_labels),
         ("query", query, episodes.query_labels),
@@ -92,8 +83,22 @@ class MethodResult:
     episodes: int
     accuracy: float
     ci95: float
-    paired_diff: float | None = None  # against the prototype classifier on the same episodes
+    paired_diff: float | None = None  # against a reference method on the same episodes
     paired_ci95: float | None = None
+
+    def row(self) -> dict:
+        """The result as a results-file row, in percent and points rounded to 2 decimals (units in the keys)."""
+        points = lambda value: None if value is None else round(100 * value, 2)
+        return {
+            "method": self.method,
+            "ways": self.ways,
+            "shots": self.shots,
+            "episodes": self.episodes,
+            "accuracy_percent": points(self.accuracy),
+            "ci95_percent": points(self.ci95),
+            "paired_diff_points": points(self.paired_diff),
+            "paired_ci95_points": points(self.paired_ci95),
+        }
 
 
 def summarize(method: str, accuracies, ways: int, shots: int, reference=None) -> MethodResult:
@@ -105,6 +110,18 @@ def summarize(method: str, accuracies, ways: int, shots: int, reference=None) ->
     return MethodResult(method, ways, shots, len(accuracies), accuracy, ci95, diff, diff_ci)
 
 
+def results_table(results: list[MethodResult], reference: str) -> str:
+    """Markdown table of results, one row each, with the paired difference against `reference`."""
+    lines = [
+        f"| method | ways | shots | episodes | accuracy (%) | paired diff vs {reference} (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        diff = "" if r.paired_diff is None else f"{100 * r.paired_diff:+.2f} +- {100 * r.paired_ci95:.2f}"
+        lines.append(f"| {r.method} | {r.ways} | {r.shots} | {r.episodes} | {100 * r.accuracy:.2f} +- {100 * r.ci95:.2f} | {diff} |")
+    return "\n".join(lines)
+
+
 @jax.jit
 def episode_accuracies(weights, query_features, query_labels, scale: float = 10.0):
     """Per-episode query accuracy of cosine classifiers: `(E, ways, d)` -> `(E,)`."""
@@ -114,7 +131,7 @@ def episode_accuracies(weights, query_features, query_labels, scale: float = 10.
 
 def prototype_weights(support_features, support_labels, ways: int):
     """The prototype classifier's weights (Meta-Baseline style): `(E, ways, d)`."""
-    return jax.vmap(lambda f, l: base_learner.prototypes(f, l, ways))(jnp.asarray(support_features), jnp.asarray(support_labels))
+    return jax.vmap(lambda f, y: base_learner.prototypes(f, y, ways))(jnp.asarray(support_features), jnp.asarray(support_labels))
 
 
 def prototype_accuracies(episodes: FeatureEpisodes, ways: int, scale: float = 10.0) -> np.ndarray:
@@ -133,14 +150,13 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
     """
 
     def run(params, support_features, support_labels, query_features, query_labels, episode_ids, rng):
-        def sample_one(f, l, qf, ql, key):
+        def sample_one(f, y, qf, ql, key):
             observe = lambda w: base_learner.accuracy(base_learner.cosine_logits(w, qf, scale), ql)
             task = sampler_lib.make_sample_task(denoiser, schedule, config, observe)
-            weights, per_step = task(params, f, l, key, ways)
+            weights, per_step = task(params, f, y, key, ways)
             return base_learner.accuracy(base_learner.cosine_logits(weights, qf, scale), ql), per_step
 
-        keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(episode_ids)
-        return jax.vmap(sample_one)(support_features, support_labels, query_features, query_labels, keys)
+        return jax.vmap(sample_one)(support_features, support_labels, query_features, query_labels, keys.episode_keys(rng, episode_ids))
 
     # With a mesh the results come back replicated, so that every process of a multi-host run can read them.
     run = jax.jit(run) if mesh is None else jax.jit(run, out_shardings=parallel.replicated(mesh))
@@ -171,3 +187,13 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
         return np.concatenate(accuracies), per_step.mean(axis=0)
 
     return evaluate
+
+
+def image_episode_accuracies(query_accuracy, state, episodes: episodes_lib.Episodes, progress: bool = True) -> np.ndarray:
+    """Per-episode query accuracy of an image-episode learner (`query_accuracy(state, support_x, support_y,
+    query_x, query_y)`, e.g. a baseline's), one jitted call an episode: each episode adapts its own network,
+    and XLA on CPU runs the inner loop's convolution gradients ~6x slower inside lax.map's while loop."""
+    accuracy = jax.jit(query_accuracy)
+    arrays = [np.asarray(a) for a in episodes]
+    episode_range = tqdm.trange(len(arrays[0]), desc="evaluating", unit="episode", leave=False, disable=not progress)
+    return np.array([float(accuracy(state, *(a[i] for a in arrays))) for i in episode_range])

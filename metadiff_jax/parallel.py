@@ -1,8 +1,9 @@
 """Data parallelism over a ('data',) device mesh: episodes sharded, parameters replicated, plain jit.
 
-The outer step is the same pure function on one CPU or many devices: jit with shardings lets XLA split the
-episode axis across devices and insert the all-reduce that a pmapped step would write as lax.pmean. Which
-devices (and so how many) is configuration, not code.
+The outer step is the same pure function on one CPU or many devices, in one of two styles: jit with
+shardings lets XLA split the episode axis across devices and insert the all-reduce itself; shard_map runs
+the step written for one device's slice with explicit lax.pmean (a pmapped step, in current JAX). Which
+devices (and so how many), and which style, is configuration, not code.
 """
 
 from __future__ import annotations
@@ -68,17 +69,38 @@ def check_divisible(count: int, mesh: Mesh, what: str = "episodes per step") -> 
         raise ValueError(f"{count} {what} cannot be split evenly over {mesh.size} devices; use a multiple of {mesh.size}.")
 
 
-def data_parallel_step(step_fn, mesh: Mesh):
-    """jit of step_fn(state, batch, rng) with the state replicated and the batch's episodes sharded.
+STYLES = ("jit", "shard_map")
 
-    The state is donated, as in the single-device step.
+
+def check_style(style: str) -> None:
+    if style not in STYLES:
+        raise ValueError(f"Unknown parallel style {style!r}; known: {', '.join(STYLES)}.")
+
+
+def data_parallel_step(make_step, mesh: Mesh, style: str = "jit"):
+    """The outer step over the mesh: state replicated, the batch's episodes sharded, the state donated.
+
+    `make_step(axis_name=...)` builds the step (e.g. functools.partial(diffusion.make_train_step, ...)).
+    style "jit": the step written for the whole batch (axis_name None), jitted with shardings; XLA splits
+    the episode axis and inserts the all-reduce. style "shard_map": the step written for one device's slice
+    of the episodes (axis_name DATA_AXIS), which averages loss, gradients and health flag itself with
+    lax.pmean; what a pmapped step is, in current JAX. Both compute the same update.
     """
-    return jax.jit(
-        step_fn,
-        in_shardings=(replicated(mesh), sharded(mesh), replicated(mesh)),
-        out_shardings=(replicated(mesh), replicated(mesh)),
-        donate_argnums=0,
+    check_style(style)
+    if style == "jit":
+        return jax.jit(
+            make_step(axis_name=None),
+            in_shardings=(replicated(mesh), sharded(mesh), replicated(mesh)),
+            out_shardings=(replicated(mesh), replicated(mesh)),
+            donate_argnums=0,
+        )
+    per_device = jax.shard_map(
+        make_step(axis_name=DATA_AXIS),
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS), PartitionSpec()),
+        out_specs=(PartitionSpec(), PartitionSpec()),
     )
+    return jax.jit(per_device, donate_argnums=0)
 
 
 def _place(value: np.ndarray, sharding: NamedSharding) -> jax.Array:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from metadiff_jax import base_learner
+from metadiff_jax import keys as keys_lib
 from metadiff_jax import schedule as schedule_lib
 
 SAMPLERS = ("ddpm_mean", "ddpm", "ddim")
@@ -32,11 +33,14 @@ class SamplerConfig:
     steps: int | None = None  # ddim only: how many steps (None: T); ddpm methods always take all T
     start: str = "noise"
 
-    def validate(self, num_timesteps: int) -> None:
+    def __post_init__(self):
         if self.method not in SAMPLERS:
             raise ValueError(f"Unknown sampler {self.method!r}; known: {', '.join(SAMPLERS)}.")
         if self.start not in STARTS:
             raise ValueError(f"Unknown sampler start {self.start!r}; known: {', '.join(STARTS)}.")
+
+    def validate(self, num_timesteps: int) -> None:
+        """The checks that need the schedule's T."""
         if self.steps is not None and not 1 <= self.steps <= num_timesteps:
             raise ValueError(
                 f"Cannot sample with {self.steps} steps: the schedule has T = {num_timesteps} timesteps. "
@@ -81,14 +85,11 @@ def make_sample_task(
 
         if config.method == "ddim":
 
-            def step(w, xs):
-                t, sqrt_abar, sqrt_one_minus, sqrt_abar_next, sqrt_one_minus_next = xs
-                eps = eps_hat(w, t)
-                x0 = (w - sqrt_one_minus * eps) / sqrt_abar
-                w = sqrt_abar_next * x0 + sqrt_one_minus_next * eps
+            def step(w, coefficient):
+                w = schedule_lib.ddim_step(coefficient, w, eps_hat(w, coefficient.timesteps))
                 return w, observe(w) if observe else None
 
-            xs = tuple(coefficients)
+            xs = coefficients
         else:
 
             def step(w, xs):
@@ -114,5 +115,5 @@ def sample_episodes(sample_task, params, support_features, support_labels, rng, 
     """
     if episode_ids is None:
         episode_ids = jnp.arange(support_features.shape[0])
-    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(episode_ids)
-    return jax.vmap(lambda f, l, k: sample_task(params, f, l, k, ways))(support_features, support_labels, keys)
+    keys = keys_lib.episode_keys(rng, episode_ids)
+    return jax.vmap(lambda f, y, k: sample_task(params, f, y, k, ways))(support_features, support_labels, keys)

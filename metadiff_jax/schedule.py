@@ -91,9 +91,14 @@ def q_sample(schedule: NoiseSchedule, x0, t, noise):
     return schedule.sqrt_alphas_cumprod[t] * x0 + schedule.sqrt_one_minus_alphas_cumprod[t] * noise
 
 
+def x0_from_eps(x_t, eps, sqrt_abar, sqrt_one_minus_abar):
+    """x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), the clean sample a noise estimate implies."""
+    return (x_t - sqrt_one_minus_abar * eps) / sqrt_abar
+
+
 def predict_x0(schedule: NoiseSchedule, x_t, t, eps):
     """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-    return (x_t - schedule.sqrt_one_minus_alphas_cumprod[t] * eps) / schedule.sqrt_alphas_cumprod[t]
+    return x0_from_eps(x_t, eps, schedule.sqrt_alphas_cumprod[t], schedule.sqrt_one_minus_alphas_cumprod[t])
 
 
 def posterior_mean(schedule: NoiseSchedule, x0, x_t, t):
@@ -148,3 +153,9 @@ def ddim_coefficients(schedule: NoiseSchedule, timesteps) -> DDIMCoefficients:
         sqrt_abar_next=jnp.asarray(np.sqrt(abar_next), jnp.float32),
         sqrt_one_minus_abar_next=jnp.asarray(np.sqrt(1.0 - abar_next), jnp.float32),
     )
+
+
+def ddim_step(coefficient: DDIMCoefficients, x_t, eps):
+    """One DDIM (eta = 0) step with one row of DDIMCoefficients: x_next = a x0_hat + b eps_hat."""
+    x0 = x0_from_eps(x_t, eps, coefficient.sqrt_abar, coefficient.sqrt_one_minus_abar)
+    return coefficient.sqrt_abar_next * x0 + coefficient.sqrt_one_minus_abar_next * eps

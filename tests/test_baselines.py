@@ -66,7 +66,13 @@ def test_maml_second_order_gradient_matches_finite_differences(splits):
         grads = jax.grad(loss)(params)
         kernel = params["params"]["backbone"]["Dense_0"]["kernel"]
         for index in [(0, 0), (3, 2), (7, 1)]:
-            bump = lambda h: jax.tree_util.tree_map(lambda x: x, {**params, "params": {**params["params"], "backbone": {"Dense_0": {**params["params"]["backbone"]["Dense_0"], "kernel": kernel.at[index].add(h)}}}})
+            bump = lambda h: jax.tree_util.tree_map(
+                lambda x: x,
+                {
+                    **params,
+                    "params": {**params["params"], "backbone": {"Dense_0": {**params["params"]["backbone"]["Dense_0"], "kernel": kernel.at[index].add(h)}}},
+                },
+            )
             numeric = (loss(bump(1e-6)) - loss(bump(-1e-6))) / 2e-6
             np.testing.assert_allclose(grads["params"]["backbone"]["Dense_0"]["kernel"][index], numeric, rtol=1e-4, atol=1e-8)
 

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from metadiff_jax import denoiser, diffusion, schedule, synthetic, train
+from metadiff_jax import checkpoints, denoiser, diffusion, loop, schedule, synthetic, train
 from metadiff_jax.data import episodes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def problem():
 def _train(problem, steps, directory=None, every=4, should_stop=None):
     model, noise, split = problem
     config = train.TrainConfig(steps=steps, batch_size=4, learning_rate=1e-3, ema_start=2, ema_decay=0.9, check_every=3)
-    policy = None if directory is None else train.CheckpointPolicy(str(directory), every=every, keep=2)
+    policy = None if directory is None else checkpoints.CheckpointPolicy(str(directory), every=every, keep=2)
     params = denoiser.init_params(model, jax.random.PRNGKey(0))
     return train.train_denoiser(model, noise, params, split, SPEC, config, progress=False, checkpoints=policy, should_stop=should_stop)
 
@@ -53,7 +53,7 @@ def test_stopping_and_resuming_ends_bitwise_where_an_uninterrupted_run_ends(prob
 
 def test_a_stop_request_saves_the_step_reached_and_a_rerun_continues_from_it(problem, tmp_path):
     calls = iter(range(100))
-    with pytest.raises(train.Preempted, match="stopped at step 3; checkpoint saved in") as stopped:
+    with pytest.raises(loop.Preempted, match="stopped at step 3; checkpoint saved in") as stopped:
         _train(problem, 12, tmp_path / "ckpt", every=100, should_stop=lambda: next(calls) == 2)
     assert stopped.value.step == 3
     resumed, _ = _train(problem, 12, tmp_path / "ckpt", every=100)
@@ -71,9 +71,9 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_mismatch(problem, tmp
     _train(problem, 4, tmp_path / "ckpt")
     wider = denoiser.make_denoiser("tcunet", 16, time_dim=64)  # the same tree, other shapes
     config = train.TrainConfig(steps=8, batch_size=4)
-    with pytest.raises(train.CheckpointError, match=r"checkpoint .*ckpt/4 holds .* of shape .* but this config needs"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"checkpoint .*ckpt/4 holds .* of shape .* but this config needs"):
         train.train_denoiser(wider, noise, denoiser.init_params(wider, jax.random.PRNGKey(0)), split, SPEC, config, progress=False,
-                             checkpoints=train.CheckpointPolicy(str(tmp_path / "ckpt")))
+                             checkpoints=checkpoints.CheckpointPolicy(str(tmp_path / "ckpt")))
 
 
 def test_a_damaged_checkpoint_is_named_and_nothing_is_deleted(problem, tmp_path):
@@ -82,7 +82,7 @@ def test_a_damaged_checkpoint_is_named_and_nothing_is_deleted(problem, tmp_path)
     damaged = [p for p in latest.rglob("*") if p.is_file() and p.stat().st_size > 100]
     for path in damaged:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    with pytest.raises(train.CheckpointError, match=r"ckpt/8 cannot be read .* delete .*ckpt/8 to resume from the checkpoint before it"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"ckpt/8 cannot be read .* delete .*ckpt/8 to resume from the checkpoint before it"):
         _train(problem, 12, tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "4").is_dir() and latest.is_dir()
 
@@ -112,7 +112,7 @@ def test_kill_9_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     template_state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), diffusion.make_optimizer())
     manager = ocp.CheckpointManager(directory, item_handlers={"record": ocp.StandardCheckpointHandler()})
     template = {"state": template_state, "rng": jax.random.PRNGKey(config.seed), "losses": np.zeros(100_000, np.float32)}
-    record, step = train.restore_latest(manager, template)
+    record, step = checkpoints.restore_latest(manager, template)
     assert step >= 1 and int(record["state"].step) == step and np.all(np.isfinite(record["losses"][:step]))
 
 
@@ -123,16 +123,16 @@ def test_checkpoints_of_other_features_are_refused_and_the_best_by_validation_is
     scores = iter([0.5, 0.9, 0.7, 0.6])
     seen = []
     validate = lambda ema_params, step: seen.append(step) or next(scores)
-    policy = train.CheckpointPolicy(str(tmp_path / "ckpt"), every=2, keep=2, metadata={"features": "key-a", "shots": (1,)})
+    policy = checkpoints.CheckpointPolicy(str(tmp_path / "ckpt"), every=2, keep=2, metadata={"features": "key-a", "shots": (1,)})
     train.train_denoiser(model, noise, params, split, SPEC, config, progress=False, checkpoints=policy, validate=validate)
     assert seen == [2, 4, 6, 8]
     assert [p.name for p in (tmp_path / "ckpt_best").iterdir() if p.name.isdigit()] == ["4"]  # validation 0.9
 
-    same = train.CheckpointPolicy(str(tmp_path / "ckpt"), every=2, keep=2, metadata={"features": "key-a", "shots": (1,)})
+    same = checkpoints.CheckpointPolicy(str(tmp_path / "ckpt"), every=2, keep=2, metadata={"features": "key-a", "shots": (1,)})
     longer = dataclasses.replace(config, steps=10)
     train.train_denoiser(model, noise, params, split, SPEC, longer, progress=False, checkpoints=same)  # same metadata: resumes
     other = dataclasses.replace(same, metadata={"features": "key-b", "shots": (1,)})
-    with pytest.raises(train.CheckpointError, match=r"made from another features than this run's"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"made from another features than this run's"):
         train.train_denoiser(model, noise, params, split, SPEC, dataclasses.replace(config, steps=12), progress=False, checkpoints=other)
 
 
@@ -149,19 +149,19 @@ def test_a_baseline_resumes_bitwise_through_the_same_loop(tmp_path):
             labels = np.tile(np.repeat(np.arange(3, dtype=np.int32), 2), (2, 1))
             yield images[order[:, :3]], labels[:, :3], images[order], labels
 
-    def loop(steps, directory=None, should_stop=None):
+    def train(steps, directory=None, should_stop=None):
         state = learner.init(jax.random.PRNGKey(0), images[:1])
-        policy = None if directory is None else train.CheckpointPolicy(str(directory), every=100, keep=1)
+        policy = None if directory is None else checkpoints.CheckpointPolicy(str(directory), every=100, keep=1)
         step = jax.jit(learner.meta_train_step)
-        return train.checkpointed_loop(
+        return loop.checkpointed_loop(
             step, state, batches_from, steps, jax.random.PRNGKey(0), check=lambda s, m: None, checkpoints=policy, should_stop=should_stop, progress=False
         )
 
-    straight, straight_losses = loop(6)
+    straight, straight_losses = train(6)
     requests = iter(range(100))
-    with pytest.raises(train.Preempted):
-        loop(6, tmp_path / "ckpt", should_stop=lambda: next(requests) == 2)
-    resumed, resumed_losses = loop(6, tmp_path / "ckpt")
+    with pytest.raises(loop.Preempted):
+        train(6, tmp_path / "ckpt", should_stop=lambda: next(requests) == 2)
+    resumed, resumed_losses = train(6, tmp_path / "ckpt")
     _assert_same(straight.params, resumed.params)
     _assert_same(straight.opt_state, resumed.opt_state)
     np.testing.assert_array_equal(straight_losses, resumed_losses)

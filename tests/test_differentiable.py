@@ -96,7 +96,9 @@ def test_query_loss_training_mode_adds_the_weighted_loss_and_lowers_the_query_lo
     step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=0.5))
     state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0), WAYS, SHOTS), optimizer)
     held_out = _query_batch(999, episodes=16)
-    evaluate = jax.jit(lambda p: query_loss(p, held_out.support_features, held_out.support_labels, held_out.query_features, held_out.query_labels, jax.random.PRNGKey(5), WAYS))
+    evaluate = jax.jit(
+        lambda p: query_loss(p, held_out.support_features, held_out.support_labels, held_out.query_features, held_out.query_labels, jax.random.PRNGKey(5), WAYS)
+    )
     before = float(evaluate(state.params))
     for i in range(60):
         state, metrics = step(state, _query_batch(i), jax.random.PRNGKey(1))

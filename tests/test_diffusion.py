@@ -7,6 +7,7 @@ import pytest
 
 from metadiff_jax import denoiser as dn
 from metadiff_jax import diffusion as df
+from metadiff_jax import loop
 from metadiff_jax import schedule as sl
 
 DIM, WAYS, SHOTS = 16, 5, 2
@@ -96,8 +97,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_state():
     assert int(state.diverged_at) == 3 and int(state.step) == 3
     chex.assert_trees_all_equal(state.params, good.params)
     chex.assert_trees_all_equal(state.opt_state, good.opt_state)
-    with pytest.raises(df.TrainingDiverged, match="diverged at step 3.*last good one, after step 3"):
-        df.raise_if_diverged(state, metrics)
+    with pytest.raises(loop.TrainingDiverged, match="diverged at step 3.*last good one, after step 3"):
+        loop.raise_if_diverged(state, metrics)
 
 
 def test_finetuned_prototype_targets_replace_the_class_means_inside_the_step():

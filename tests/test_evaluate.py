@@ -6,8 +6,7 @@ from metadiff_jax import denoiser as dn
 from metadiff_jax import evaluate as ev
 from metadiff_jax import sampler as sp
 from metadiff_jax import schedule as sl
-from metadiff_jax import synthetic
-from metadiff_jax import train
+from metadiff_jax import synthetic, train
 from metadiff_jax.data import episodes as episodes_lib
 
 SPEC = episodes_lib.EpisodeSpec(5, 1, 15)
@@ -85,18 +84,28 @@ def test_training_refuses_features_that_do_not_fit(synthetic_splits):
     model = dn.make_denoiser("tcunet", 32)
     params = dn.init_params(model, jax.random.PRNGKey(0))
     config = train.TrainConfig(steps=1)
-    with pytest.raises(ValueError, match=r"features of shape \(64,\) do not fit a denoiser of dim 32"):
+    with pytest.raises(ValueError, match=r"train features have dim 64 but the denoiser was built for dim 32"):
         train.train_denoiser(model, sl.linear_schedule(100), params, synthetic_splits["train"], SPEC, config, progress=False)
     broken = synthetic_splits["train"]
     images = broken.images.copy()
     images[1234, 5] = np.nan
     model = dn.make_denoiser("tcunet", 64)
-    with pytest.raises(ValueError, match="feature row 1234 holds NaN or Inf"):
-        train.train_denoiser(model, sl.linear_schedule(100), dn.init_params(model, jax.random.PRNGKey(0)), broken.__class__(images, broken.class_starts, "x"), SPEC, config, progress=False)
+    with pytest.raises(ValueError, match=r"features hold NaN or Inf \(first at index \(1234, 5\)\)"):
+        train.train_denoiser(
+            model,
+            sl.linear_schedule(100),
+            dn.init_params(model, jax.random.PRNGKey(0)),
+            broken.__class__(images, broken.class_starts, "x"),
+            SPEC,
+            config,
+            progress=False,
+        )
 
 
 def test_a_diverging_run_stops_with_its_step(synthetic_splits):
     model = dn.make_denoiser("tcunet", 64)
     config = train.TrainConfig(steps=20, learning_rate=1e30, check_every=5)
     with pytest.raises(Exception, match="diverged at step"):
-        train.train_denoiser(model, sl.linear_schedule(100), dn.init_params(model, jax.random.PRNGKey(0)), synthetic_splits["train"], SPEC, config, progress=False)
+        train.train_denoiser(
+            model, sl.linear_schedule(100), dn.init_params(model, jax.random.PRNGKey(0)), synthetic_splits["train"], SPEC, config, progress=False
+        )

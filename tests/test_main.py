@@ -84,8 +84,8 @@ def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
         ("--config.dataset.config=32px", "no config '32px'. Known configs: 28px, 84px, small"),
         ("--config.episodes.ways=30", "30-way episodes need 30 classes"),
         ("--config.episodes.queries=25", "shots + queries = 1 + 25 = 26"),
-        ("--config.metadiff.sampler_steps=500", "Cannot sample with 500 steps: the schedule has T = 100"),
-        ("--config.backbone.name=vit", "Unknown backbone.name 'vit'"),
+        ("--config.metadiff.sampler.steps=500", "Cannot sample with 500 steps: the schedule has T = 100"),
+        ("--config.backbone.name=vit", "backbone.name: Unknown backbone 'vit'"),
     ],
 )
 def test_bad_input_is_a_clear_error_before_any_long_work(small_data_dir, tmp_path, override, message):
@@ -162,7 +162,9 @@ def test_main_job_on_two_processes_gives_the_results_of_one(tmp_path, small_data
     assert results["processes"] == 2 and results["devices"] == 2
     progress = tmp_path / "two" / "checkpoints" / "metadiff_1shot_progress"
     assert sorted(p.name for p in progress.iterdir() if p.name.isdigit()) == ["10", "20"]
-    assert json.loads((tmp_path / "two" / "metadiff_1shot_validation.json").read_text()) == json.loads((tmp_path / "one" / "metadiff_1shot_validation.json").read_text())
+    assert json.loads((tmp_path / "two" / "metadiff_1shot_validation.json").read_text()) == json.loads(
+        (tmp_path / "one" / "metadiff_1shot_validation.json").read_text()
+    )
     single, double = (np.load(tmp_path / name / "per_episode_accuracy.npz") for name in ("one", "two"))
     assert sorted(single.files) == sorted(double.files)
     for key in single.files:
@@ -180,8 +182,15 @@ def test_bad_multihost_flags_and_an_unshared_workdir_are_clear_errors(tmp_path, 
 
     port = free_port()
     command = lambda i: [
-        sys.executable, "-m", "launch.main", "--config", "configs/quick.py", "--workdir", str(tmp_path / f"host{i}"),
-        f"--config.dataset.data_dir={small_data_dir}", *_distributed(port, i),
+        sys.executable,
+        "-m",
+        "launch.main",
+        "--config",
+        "configs/quick.py",
+        "--workdir",
+        str(tmp_path / f"host{i}"),
+        f"--config.dataset.data_dir={small_data_dir}",
+        *_distributed(port, i),
     ]
     outputs = run_processes([command(0), command(1)], timeout=180, cwd=ROOT)
     for returncode, _, err in outputs:
@@ -220,8 +229,16 @@ def test_every_ablation_file_changes_only_metadiff_keys_of_the_default_config():
 
     names = ablate.available()
     assert set(names) >= {
-        "sampler_ddpm_stochastic", "sampler_ddim_10", "sampler_ddim_50", "sampler_ddim_100", "ema_off", "untrained_denoiser",
-        "condition_prototypes", "condition_none", "start_prototypes", "targets_finetuned_prototypes",
+        "sampler_ddpm_stochastic",
+        "sampler_ddim_10",
+        "sampler_ddim_50",
+        "sampler_ddim_100",
+        "ema_off",
+        "untrained_denoiser",
+        "condition_prototypes",
+        "condition_none",
+        "start_prototypes",
+        "targets_finetuned_prototypes",
     }
     for name in names:
         config, changed = ablate.ablated_config(default.get_config(), name)

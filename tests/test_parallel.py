@@ -7,14 +7,14 @@ import sys
 import jax
 import numpy as np
 import pytest
+from process_helpers import free_port, run_processes
 
 from metadiff_jax import parallel
-from process_helpers import free_port, run_processes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def test_one_device_and_eight_devices_train_and_evaluate_alike():
+def test_one_device_and_eight_devices_train_and_evaluate_alike_in_both_parallel_styles():
     # Fake devices must be configured before JAX starts, so the comparison runs in its own process.
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "scripts" / "data_parallel_check.py")],
@@ -22,9 +22,12 @@ def test_one_device_and_eight_devices_train_and_evaluate_alike():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["devices"] == 8 and report["batch_devices"] == [1, 8] and report["steps"] == [5, 5]
-    assert report["max_param_difference"] < 1e-4
-    assert report["accuracies_equal"], report
+    assert report["devices"] == 8 and report["one_device_steps"] == 5
+    for style in ("jit", "shard_map"):
+        assert report[style]["batch_devices"] == 8 and report[style]["steps"] == 5, report
+        assert report[style]["max_param_difference"] < 1e-4, report
+        assert report[style]["loss_difference"] < 1e-5, report
+        assert report[style]["accuracies_equal"], report
 
 
 def test_padding_and_uneven_splits():

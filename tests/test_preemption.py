@@ -2,14 +2,13 @@
 
 import json
 import os
-import re
 import pathlib
+import re
 import signal
 import subprocess
 import sys
 
 import numpy as np
-
 from test_main import TINY, run_main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -72,7 +71,9 @@ def test_sigterm_in_meta_training_saves_and_the_rerun_ends_as_an_uninterrupted_r
     results = json.loads(results_path.read_text())
     results["results"][1]["accuracy"] += 0.01
     results_path.write_text(json.dumps(results))
-    tampered = subprocess.run([sys.executable, "-m", "launch.main", "eval", "--workdir", str(tmp_path / "stopped")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    tampered = subprocess.run(
+        [sys.executable, "-m", "launch.main", "eval", "--workdir", str(tmp_path / "stopped")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert tampered.returncode == 1 and "does not reproduce results.json" in tampered.stderr
     assert json.loads(results_path.read_text()) == results
 
@@ -86,7 +87,9 @@ def test_a_signal_outside_meta_training_stops_at_once_keeping_finished_stages(sm
 
 
 def test_eval_of_an_unfinished_run_and_damaged_files_are_clear_errors(small_data_dir, tmp_path):
-    no_run = subprocess.run([sys.executable, "-m", "launch.main", "eval", "--workdir", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    no_run = subprocess.run(
+        [sys.executable, "-m", "launch.main", "eval", "--workdir", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert no_run.returncode == 2 and "holds no run (no run.json)" in no_run.stderr
     assert not (tmp_path / "none").exists()  # eval reads; it does not create the workdir it was pointed at
 

@@ -42,7 +42,7 @@ def test_pretraining_learns_and_keeps_the_best_validation_epoch(small_splits):
 
 
 def test_feature_cache_key_follows_the_backbone_and_the_dataset():
-    from launch.pipeline import feature_cache_key
+    from launch.feature_cache import cache_key as feature_cache_key
 
     variables = {"params": {"w": np.ones(3, np.float32)}}
     changed = {"params": {"w": np.array([1, 1, 1.5], np.float32)}}

@@ -84,7 +84,7 @@ def test_vmapped_episodes_equal_one_task_at_a_time():
     features = jnp.stack([task(seed)[0] for seed in range(6)])
     labels = jnp.stack([task(seed)[1] for seed in range(6)])
     rng = jax.random.PRNGKey(9)
-    batched = jax.jit(lambda p, f, l: sp.sample_episodes(sample, p, f, l, rng, WAYS, jnp.arange(10, 16)))(params, features, labels)
+    batched = jax.jit(lambda p, f, y: sp.sample_episodes(sample, p, f, y, rng, WAYS, jnp.arange(10, 16)))(params, features, labels)
     single = jax.jit(sample, static_argnames="ways")
     for i in range(6):
         alone = single(params, features[i], labels[i], jax.random.fold_in(rng, 10 + i), ways=WAYS)

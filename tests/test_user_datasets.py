@@ -10,9 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-import fake_benchmarks
 from configs import mini_imagenet_conv4, mini_imagenet_resnet12, tiered_imagenet_conv4, tiered_imagenet_resnet12
-from metadiff_jax.data import cifar_fewshot, datasets, episodes
+from metadiff_jax.data import cifar_fewshot, datasets, episodes, fake_files
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -31,7 +30,7 @@ def built_class_sets(split) -> list[set[bytes]]:
 
 
 def test_mini_imagenet_pickles_convert_to_class_grouped_splits_holding_the_same_images(tmp_path):
-    fake_benchmarks.mini_imagenet_pickles(tmp_path / "manual")
+    fake_files.mini_imagenet_pickles(tmp_path / "manual")
     builder, splits = build(tmp_path, "mini_imagenet", "pickle", tmp_path / "manual")
     for split, file in (("train", "train_phase_train"), ("validation", "val"), ("test", "test")):
         with open(tmp_path / "manual" / f"miniImageNet_category_split_{file}.pickle", "rb") as handle:
@@ -45,14 +44,14 @@ def test_mini_imagenet_pickles_convert_to_class_grouped_splits_holding_the_same_
 
 @pytest.mark.parametrize("imagenet_layout", [False, True], ids=["images_folder", "imagenet_train_folders"])
 def test_mini_imagenet_csv_splits_read_and_resize_the_images_they_name(tmp_path, imagenet_layout):
-    fake_benchmarks.mini_imagenet_csv(tmp_path / "manual", imagenet_layout=imagenet_layout)
+    fake_files.mini_imagenet_csv(tmp_path / "manual", imagenet_layout=imagenet_layout)
     builder, splits = build(tmp_path, "mini_imagenet", "csv", tmp_path / "manual")
     assert [splits[s].num_classes for s in datasets.SPLITS] == [6, 5, 5]
     assert splits["train"].image_shape == (84, 84, 3) and builder.info.metadata["classes_by_split"]["validation"][0] == "n00000006"
 
 
 def test_tiered_imagenet_streams_npz_files_and_reads_back_by_random_access(tmp_path):
-    fake_benchmarks.tiered_imagenet_files(tmp_path / "manual")
+    fake_files.tiered_imagenet_files(tmp_path / "manual")
     builder, splits = build(tmp_path, "tiered_imagenet", "84px", tmp_path / "manual")
     with np.load(tmp_path / "manual" / "val_images.npz") as npz, open(tmp_path / "manual" / "val_labels.pkl", "rb") as handle:
         assert built_class_sets(splits["validation"]) == class_image_sets(npz["images"], np.array(pickle.load(handle)["labels"]))
@@ -69,7 +68,7 @@ def test_tiered_imagenet_streams_npz_files_and_reads_back_by_random_access(tmp_p
 
 
 def test_cifar_fs_and_fc100_split_cifar100_by_class_and_by_superclass(tmp_path):
-    fake_benchmarks.cifar100_tarball(tmp_path / "manual")
+    fake_files.cifar100_tarball(tmp_path / "manual")
     _, cifar_fs = build(tmp_path, "cifar_fs", None, tmp_path / "manual")
     fc100_builder, fc100 = build(tmp_path, "fc100", None, tmp_path / "manual")
     assert [cifar_fs[s].num_classes for s in datasets.SPLITS] == [64, 16, 20]
@@ -82,7 +81,7 @@ def test_cifar_fs_and_fc100_split_cifar100_by_class_and_by_superclass(tmp_path):
 
 
 def test_omniglot_splits_by_alphabet_and_adds_rotations_as_classes(tmp_path):
-    fake_benchmarks.omniglot_zips(tmp_path / "manual")
+    fake_files.omniglot_zips(tmp_path / "manual")
     plain_builder, plain = build(tmp_path, "omniglot", "28px", tmp_path / "manual")
     _, rotated = build(tmp_path, "omniglot", "28px_rotated", tmp_path / "manual")
     alphabet = lambda name: name.split("/")[0]
@@ -99,9 +98,9 @@ def test_omniglot_splits_by_alphabet_and_adds_rotations_as_classes(tmp_path):
 @pytest.mark.parametrize(
     "name, make, message",
     [
-        ("mini_imagenet", fake_benchmarks.mini_imagenet_pickles, "images of class n00000000: 16, where the official release has 600"),
-        ("cifar_fs", fake_benchmarks.cifar100_tarball, "not the official release's eb9058c3a382ffc7106e4002c42a8d85"),
-        ("omniglot", fake_benchmarks.omniglot_zips, "not the official release's 68d2efa1b9178cc56df9314c21c6e718"),
+        ("mini_imagenet", fake_files.mini_imagenet_pickles, "images of class n00000000: 16, where the official release has 600"),
+        ("cifar_fs", fake_files.cifar100_tarball, "not the official release's eb9058c3a382ffc7106e4002c42a8d85"),
+        ("omniglot", fake_files.omniglot_zips, "not the official release's 68d2efa1b9178cc56df9314c21c6e718"),
     ],
 )
 def test_strict_mode_refuses_unofficial_files_and_says_how_to_build_anyway(tmp_path, name, make, message):
@@ -128,14 +127,32 @@ def _wrong_shape(path: pathlib.Path) -> None:
 @pytest.mark.parametrize(
     "name, make, damaged, damage, message",
     [
-        ("mini_imagenet", fake_benchmarks.mini_imagenet_pickles, "miniImageNet_category_split_val.pickle", _html, "is an HTML page (Google Drive's quota or virus-scan page)"),
-        ("mini_imagenet", fake_benchmarks.mini_imagenet_pickles, "miniImageNet_category_split_val.pickle", pathlib.Path.unlink, "Missing miniImageNet_category_split_val.pickle"),
-        ("mini_imagenet", fake_benchmarks.mini_imagenet_pickles, "miniImageNet_category_split_test.pickle", _truncate, "is not a readable pickle"),
-        ("mini_imagenet", fake_benchmarks.mini_imagenet_pickles, "miniImageNet_category_split_test.pickle", _wrong_shape, "'data' is uint8 (4, 32, 32, 3); expected uint8 (N, 84, 84, 3)"),
-        ("tiered_imagenet", fake_benchmarks.tiered_imagenet_files, "test_images.npz", _truncate, "test_images.npz"),
-        ("tiered_imagenet", fake_benchmarks.tiered_imagenet_files, "val_labels.pkl", _html, "val_labels.pkl"),
-        ("cifar_fs", fake_benchmarks.cifar100_tarball, "cifar-100-python.tar.gz", _truncate, "is not a readable .tar.gz"),
-        ("omniglot", fake_benchmarks.omniglot_zips, "images_evaluation.zip", _truncate, "images_evaluation.zip is not a readable zip file"),
+        (
+            "mini_imagenet",
+            fake_files.mini_imagenet_pickles,
+            "miniImageNet_category_split_val.pickle",
+            _html,
+            "is an HTML page (Google Drive's quota or virus-scan page)",
+        ),
+        (
+            "mini_imagenet",
+            fake_files.mini_imagenet_pickles,
+            "miniImageNet_category_split_val.pickle",
+            pathlib.Path.unlink,
+            "Missing miniImageNet_category_split_val.pickle",
+        ),
+        ("mini_imagenet", fake_files.mini_imagenet_pickles, "miniImageNet_category_split_test.pickle", _truncate, "is not a readable pickle"),
+        (
+            "mini_imagenet",
+            fake_files.mini_imagenet_pickles,
+            "miniImageNet_category_split_test.pickle",
+            _wrong_shape,
+            "'data' is uint8 (4, 32, 32, 3); expected uint8 (N, 84, 84, 3)",
+        ),
+        ("tiered_imagenet", fake_files.tiered_imagenet_files, "test_images.npz", _truncate, "test_images.npz"),
+        ("tiered_imagenet", fake_files.tiered_imagenet_files, "val_labels.pkl", _html, "val_labels.pkl"),
+        ("cifar_fs", fake_files.cifar100_tarball, "cifar-100-python.tar.gz", _truncate, "is not a readable .tar.gz"),
+        ("omniglot", fake_files.omniglot_zips, "images_evaluation.zip", _truncate, "images_evaluation.zip is not a readable zip file"),
     ],
 )
 def test_a_bad_user_file_is_named_with_what_is_wrong_and_where_the_right_one_goes(tmp_path, name, make, damaged, damage, message):
@@ -175,8 +192,8 @@ def test_paper_configs_carry_the_reference_protocol():
 @pytest.fixture(scope="module")
 def fake_manual_dir(tmp_path_factory) -> pathlib.Path:
     manual = tmp_path_factory.mktemp("manual")
-    fake_benchmarks.mini_imagenet_pickles(manual)
-    fake_benchmarks.tiered_imagenet_files(manual)
+    fake_files.mini_imagenet_pickles(manual)
+    fake_files.tiered_imagenet_files(manual)
     return manual
 
 
@@ -184,13 +201,24 @@ def fake_manual_dir(tmp_path_factory) -> pathlib.Path:
 def test_quick_variant_of_each_paper_config_runs_end_to_end_on_fake_files(tmp_path, fake_manual_dir, config_file):
     workdir = tmp_path / "run"
     # One of them also trains with the query loss through the differentiable sampler (metadiff_jax/differentiable.py).
-    query_loss = ["--config.metadiff.query_loss_weight=0.1", "--config.metadiff.query_loss_steps=3"] if config_file == "tiered_imagenet_conv4" else []
+    query_loss = ["--config.metadiff.query_loss.weight=0.1", "--config.metadiff.query_loss.steps=3"] if config_file == "tiered_imagenet_conv4" else []
     completed = subprocess.run(
         [
-            sys.executable, "-m", "launch.main", "--config", f"configs/{config_file}.py:quick", "--workdir", str(workdir),
-            f"--config.dataset.data_dir={tmp_path / 'tfds'}", f"--config.dataset.manual_dir={fake_manual_dir}", *query_loss,
+            sys.executable,
+            "-m",
+            "launch.main",
+            "--config",
+            f"configs/{config_file}.py:quick",
+            "--workdir",
+            str(workdir),
+            f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+            f"--config.dataset.manual_dir={fake_manual_dir}",
+            *query_loss,
         ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "[dataset] NOT the official release" in completed.stdout

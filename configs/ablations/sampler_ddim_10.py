@@ -2,5 +2,5 @@
 
 
 def apply(config):
-    config.metadiff.sampler = "ddim"
-    config.metadiff.sampler_steps = 10
+    config.metadiff.sampler.method = "ddim"
+    config.metadiff.sampler.steps = 10

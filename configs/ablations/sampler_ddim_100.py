@@ -2,5 +2,5 @@
 
 
 def apply(config):
-    config.metadiff.sampler = "ddim"
-    config.metadiff.sampler_steps = 100
+    config.metadiff.sampler.method = "ddim"
+    config.metadiff.sampler.steps = 100

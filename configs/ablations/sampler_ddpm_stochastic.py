@@ -2,4 +2,4 @@
 
 
 def apply(config):
-    config.metadiff.sampler = "ddpm"
+    config.metadiff.sampler.method = "ddpm"

@@ -2,4 +2,4 @@
 
 
 def apply(config):
-    config.metadiff.start = "prototypes"
+    config.metadiff.sampler.start = "prototypes"

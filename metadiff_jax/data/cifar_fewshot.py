@@ -58,7 +58,9 @@ def read_cifar100(folder: pathlib.Path, strict: bool, notes: list[str]):
                     raise UserFileError(f"{path} has no cifar-100-python/{name}: it is not CIFAR-100's python tarball. Put {WHERE_FROM} there.")
                 parts[name] = pickle.load(member, encoding="latin1")
     except (tarfile.TarError, EOFError, OSError, pickle.UnpicklingError) as error:
-        raise UserFileError(f"{path} is not a readable .tar.gz ({type(error).__name__}: {error}); it is damaged or truncated. Put {WHERE_FROM} there.") from error
+        raise UserFileError(
+            f"{path} is not a readable .tar.gz ({type(error).__name__}: {error}); it is damaged or truncated. Put {WHERE_FROM} there."
+        ) from error
     images, fine, coarse = [], [], []
     for name in ("train", "test"):
         part = parts[name]
@@ -122,7 +124,4 @@ class Fc100(_CifarFewShot):
     def split_classes(self, fine_names, coarse_of_fine, coarse_names):
         if len(coarse_names) != 20:
             raise UserFileError(f"{TARBALL}: {len(coarse_names)} superclasses where CIFAR-100 has 20: it is not CIFAR-100.")
-        return {
-            split: sorted(f for f, c in coarse_of_fine.items() if c in superclasses)
-            for split, superclasses in FC100_SUPERCLASSES.items()
-        }
+        return {split: sorted(f for f, c in coarse_of_fine.items() if c in superclasses) for split, superclasses in FC100_SUPERCLASSES.items()}

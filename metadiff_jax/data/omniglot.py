@@ -107,7 +107,9 @@ def _list_characters(path: pathlib.Path, top: str) -> dict[str, list[str]]:
         if len(parts) == 4 and parts[0] == top and parts[3].lower().endswith(".png"):
             characters.setdefault(f"{parts[1]}/{parts[2]}", []).append(name)
     if not characters:
-        raise UserFileError(f"{path} holds no {top}/<alphabet>/<character>/<image>.png files: it is not Omniglot's {path.name}. Put {WHERE_FROM.format(path.name)} there.")
+        raise UserFileError(
+            f"{path} holds no {top}/<alphabet>/<character>/<image>.png files: it is not Omniglot's {path.name}. Put {WHERE_FROM.format(path.name)} there."
+        )
     for character, members in characters.items():
         if len(members) != DRAWERS:
             raise UserFileError(f"{path}: character {character} has {len(members)} images, where every Omniglot character has {DRAWERS}; the zip is damaged.")

@@ -100,7 +100,9 @@ def load_pickle(path: pathlib.Path, where_from: str):
         except UnicodeDecodeError:
             continue
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, MemoryError) as error:
-            raise UserFileError(f"{path} is not a readable pickle ({type(error).__name__}: {error}); it is damaged or truncated. Put {where_from} there.") from error
+            raise UserFileError(
+                f"{path} is not a readable pickle ({type(error).__name__}: {error}); it is damaged or truncated. Put {where_from} there."
+            ) from error
     raise UserFileError(f"{path} is not a readable pickle (text in an unknown encoding). Put {where_from} there.")
 
 
@@ -159,7 +161,9 @@ class NpyMember:
                 count = min(rows, self.shape[0] - start)
                 data = member.read(count * row_bytes)
                 if len(data) != count * row_bytes:
-                    raise UserFileError(f"{self.path}: array {self.key!r} ends after {start + len(data) // row_bytes} of {self.shape[0]} rows: the file is truncated.")
+                    raise UserFileError(
+                        f"{self.path}: array {self.key!r} ends after {start + len(data) // row_bytes} of {self.shape[0]} rows: the file is truncated."
+                    )
                 yield start, np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:])
 
 
@@ -237,7 +241,9 @@ class UserFilesBuilder(tfds.core.GeneratorBasedBuilder):
                 raise UserFileError(f"{self.name} {split}: the labels name {counted} classes, but the files list {len(source.class_names)} class names.")
             expected = self.EXPECTED_CLASSES.get(split)
             if expected:
-                check_count(f"{self.name} {split} classes", len(source.class_names), expected, self._strict, notes, "The files hold another split of the classes.")
+                check_count(
+                    f"{self.name} {split} classes", len(source.class_names), expected, self._strict, notes, "The files hold another split of the classes."
+                )
             if len(source.class_names) < 2:
                 raise UserFileError(f"{self.name} {split}: {len(source.class_names)} class(es); few-shot episodes need at least 2.")
         self.info.metadata.update(

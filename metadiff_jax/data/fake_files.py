@@ -1,5 +1,7 @@
 """Small fake files in each real benchmark format: the same containers, keys, dtypes and layout as the
 official files, with few classes and images (random pixels, a colour per class). Nothing here is real data.
+
+For tests of the builders and for benchmarks of the on-disk read path, where the real files are not at hand.
 """
 
 from __future__ import annotations

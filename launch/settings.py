@@ -1,0 +1,105 @@
+"""The one mapping from a config (configs/*.py) to the library's settings and models, and the one place that
+checks a config before long work starts.
+
+Each library settings object is read from its config section by field name (metadiff_jax.config_dict) and
+validates itself when built; an invalid value becomes a UsageError naming the config section and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from launch.errors import UsageError
+from metadiff_jax import backbones, checkpoints, config_dict, denoiser, parallel, pretrain, schedule, train
+from metadiff_jax import sampler as sampler_lib
+from metadiff_jax.baselines import gradient, protonet
+from metadiff_jax.data import episodes
+
+METHODS = ("metadiff", *gradient.METHODS, "protonet")
+
+
+def _built(where: str, make):
+    """make(), with a ValueError or TypeError turned into a UsageError naming the config section `where`
+    (and the key, for a field out of range)."""
+    try:
+        return make()
+    except config_dict.FieldError as error:
+        raise UsageError(f"{where}.{error}") from error
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"{where}: {error}") from error
+
+
+def data_dir(config) -> pathlib.Path:
+    import tensorflow_datasets as tfds
+
+    return pathlib.Path(config.dataset.data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR).expanduser()
+
+
+def episode_specs(config) -> dict[int, episodes.EpisodeSpec]:
+    shots = config.episodes.shots
+    shots = (shots,) if isinstance(shots, int) else tuple(shots)
+    return {k: episodes.EpisodeSpec(config.episodes.ways, int(k), config.episodes.queries) for k in shots}
+
+
+def train_config(config) -> train.TrainConfig:
+    return _built("metadiff", lambda: config_dict.from_section(train.TrainConfig, config.metadiff, seed=config.seed))
+
+
+def sampler_config(config) -> sampler_lib.SamplerConfig:
+    return _built("metadiff.sampler", lambda: config_dict.from_section(sampler_lib.SamplerConfig, config.metadiff.sampler))
+
+
+def pretrain_config(config) -> pretrain.PretrainConfig:
+    return _built("pretrain", lambda: config_dict.from_section(pretrain.PretrainConfig, config.pretrain, seed=config.seed))
+
+
+def checkpoint_policy(config, directory: pathlib.Path, made_from: dict) -> checkpoints.CheckpointPolicy:
+    return _built("checkpoint", lambda: config_dict.from_section(checkpoints.CheckpointPolicy, config.checkpoint, directory=str(directory), metadata=made_from))
+
+
+def noise_schedule(config) -> schedule.NoiseSchedule:
+    return _built("metadiff.schedule", lambda: schedule.make_schedule(config.metadiff.schedule, config.metadiff.timesteps))
+
+
+def make_denoiser(config, dim: int):
+    kwargs = {"condition": config.metadiff.condition} if config.metadiff.denoiser == "tcunet" else {}
+    return _built("metadiff.denoiser", lambda: denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs))
+
+
+def make_backbone(config):
+    return _built("backbone.name", lambda: backbones.make_backbone(config.backbone.name, config.backbone.width))
+
+
+def make_baseline(config, ways: int):
+    """The image-episode learner of a baseline config (config.method is not metadiff)."""
+    backbone = make_backbone(config)
+    if config.method == "protonet":
+        return protonet.ProtoNetLearner(backbone, ways, config.baseline.outer_lr)
+    settings = _built("baseline", lambda: config_dict.from_section(gradient.GradientMetaConfig, config.baseline, method=config.method))
+    return gradient.GradientMetaLearner(backbone, ways, settings)
+
+
+def validate(config, splits: dict, mesh) -> None:
+    """Every check that can fail before long work starts: each settings object built once, the few keys
+    that only the launch layer reads, and the episodes against the data."""
+    if config.method not in METHODS:
+        raise UsageError(f"Unknown method {config.method!r}; known: {', '.join(METHODS)}.")
+    for spec in episode_specs(config).values():
+        for split in splits.values():
+            episodes.check_spec(split, spec)
+    make_backbone(config)
+    pretrain_config(config)
+    checkpoint_policy(config, pathlib.Path("."), {})
+    if config.checkpoint.validation_episodes < 0:
+        raise UsageError(f"checkpoint.validation_episodes must be 0 (off) or more, got {config.checkpoint.validation_episodes}.")
+    if config.method != "metadiff":
+        make_baseline(config, config.episodes.ways)
+        return
+    make_denoiser(config, 1)
+    num_timesteps = noise_schedule(config).num_timesteps
+    training = train_config(config)
+    _built("metadiff.sampler", lambda: sampler_config(config).validate(num_timesteps))
+    _built("metadiff.query_loss", lambda: training.query_loss.validate(num_timesteps))
+    _built("parallel.style", lambda: parallel.check_style(config.parallel.style))
+    _built("metadiff.batch_size", lambda: parallel.check_divisible(training.batch_size, mesh, "episodes per step"))

@@ -1,0 +1,259 @@
+"""The main job's stages, each skipped on a rerun when its output is already in the workdir.
+
+dataset -> pretrained backbone -> feature cache -> per shot count: MetaDiff meta-trained (or a baseline
+meta-trained on image episodes). Each stage reads its settings through launch/settings.py, calls the
+library, and saves what it made through metadiff_jax.checkpoints; with `Job.evaluate_only` (`eval`) a stage
+that is not done already is an error, never trained.
+
+In a multi-host run every process runs the same stages: MetaDiff's outer step and sampler are
+data-parallel over the mesh; pretraining, feature encoding and the image-episode baselines run whole on
+each process's first device (identical, deterministic work); only process 0 writes logs and caches, and
+every process takes part in orbax's saves, which write each array once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from launch import feature_cache, settings
+from launch.errors import UsageError
+from launch.report import say
+from launch.signals import StopOnSignal
+from launch.workdir import write_text
+from metadiff_jax import backbones, checkpoints, denoiser, evaluate, loop, parallel, pretrain, train
+from metadiff_jax.data import datasets, episodes
+
+
+@dataclasses.dataclass
+class Job:
+    """What every stage needs: the config, the workdir, the TensorBoard writer, the mesh, signal handling,
+    and whether this is `eval` (every stage must be done already; nothing is trained)."""
+
+    config: Any
+    workdir: pathlib.Path
+    writer: Any
+    mesh: Any
+    stopper: StopOnSignal
+    evaluate_only: bool = False
+
+    def require_done(self, what: str) -> None:
+        if self.evaluate_only:
+            raise UsageError(f"{self.workdir} has no finished {what}; `eval` evaluates a finished run: run the main job there first.")
+
+
+def _resuming(progress: pathlib.Path) -> str:
+    """", resuming from the checkpoint of step N" where a stopped run left checkpoints, else ""."""
+    saved_steps = sorted(int(p.name) for p in progress.iterdir() if p.name.isdigit()) if progress.is_dir() else []
+    return f", resuming from the checkpoint of step {saved_steps[-1]}" if saved_steps else ""
+
+
+def _made_from(config, data_identity: str, shots: int) -> dict:
+    """What a training stage's checkpoints record, and a resume must match."""
+    return {"config": json.loads(config.to_json()), "data": data_identity, "shots": shots}
+
+
+def dataset(config):
+    """The tfds builder, built if missing: by process 0 first, then by any process that does not see it."""
+    def build():
+        return datasets.build(
+            config.dataset.name,
+            config.dataset.config,
+            settings.data_dir(config),
+            config.dataset.workers or None,
+            config.dataset.manual_dir,
+            config.dataset.strict,
+        )
+
+    builder = build() if parallel.is_main_process() else None
+    parallel.barrier("dataset built by process 0")
+    return builder or build()
+
+
+def pretrained_backbone(job: Job, splits):
+    """Pretrained backbone variables: restored from workdir/checkpoints/backbone, or trained and saved there."""
+    config, workdir, writer = job.config, job.workdir, job.writer
+    backbone = settings.make_backbone(config)
+    path = (workdir / "checkpoints" / "backbone").absolute()
+    abstract = jax.eval_shape(lambda: backbones.init_variables(backbone, jax.random.PRNGKey(0), splits["train"].image_shape))
+    if checkpoints.is_saved(path):
+        say(f"[pretrain] done earlier: restoring {path}")
+        return backbone, checkpoints.restore_tree(path, abstract)
+    job.require_done("pretraining")
+    say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs")
+    variables, history = pretrain.pretrain(
+        backbone, splits["train"], splits["validation"], settings.pretrain_config(config), progress=parallel.is_main_process()
+    )
+    for record in history:
+        writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
+        writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])
+    if parallel.is_main_process():
+        write_text(workdir / "pretrain_history.json", json.dumps(history, indent=2))
+    checkpoints.save_tree(path, variables)
+    return backbone, variables
+
+
+def features(job: Job, backbone, variables, splits, dataset_identity: str):
+    """Features of every split from the frozen backbone, cached in workdir/features/<key>.npz."""
+    key = feature_cache.cache_key(variables, dataset_identity)
+    path = job.workdir / "features" / f"{key}.npz"
+    if path.exists():
+        say(f"[features] cached for this backbone and dataset: {path}")
+    elif parallel.is_main_process():
+        job.require_done("feature cache")
+        say("[features] encoding every split with the frozen backbone")
+        encode = pretrain.make_encoder(backbone)
+        feature_cache.write(path, key, {name: encode(variables, split.images, progress=True, description=f"Encoding {name}") for name, split in splits.items()})
+    parallel.barrier("feature cache written")  # other processes read what process 0 encoded
+    arrays = feature_cache.load(path, key, splits)
+    return {name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}") for name, split in splits.items()}
+
+
+def metadiff(job: Job, shots: int, spec, features):
+    """MetaDiff for `shots`: (model, schedule, parameters to sample with, losses). Restored from
+    workdir/checkpoints/metadiff_<shots>shot when finished; else trained, resuming from
+    workdir/checkpoints/metadiff_<shots>shot_progress where a stopped run left it."""
+    config, workdir, writer = job.config, job.workdir, job.writer
+    model = settings.make_denoiser(config, features["train"].images.shape[-1])
+    noise = settings.noise_schedule(config)
+    training = settings.train_config(config)
+    sampler_config = settings.sampler_config(config)
+    path = (workdir / "checkpoints" / f"metadiff_{shots}shot").absolute()
+    losses_path = workdir / f"metadiff_{shots}shot_losses.npy"
+    params = denoiser.init_params(model, jax.random.PRNGKey(config.seed))
+    chosen = "ema_params" if config.metadiff.evaluate_ema else "params"
+    if training.steps == 0:
+        say(f"[metadiff {shots}-shot] metadiff.steps = 0: evaluating the untrained denoiser")
+        return model, noise, params, np.zeros((0,), np.float32)
+    if checkpoints.is_saved(path) and losses_path.exists():
+        say(f"[metadiff {shots}-shot] done earlier: restoring {path}")
+        restored = checkpoints.restore_tree(path, {"params": params, "ema_params": params})
+        return model, noise, restored[chosen], np.load(losses_path)
+    job.require_done(f"MetaDiff {shots}-shot training")
+    progress = workdir.absolute() / "checkpoints" / f"metadiff_{shots}shot_progress"
+    policy = settings.checkpoint_policy(config, progress, _made_from(config, features["train"].identity, shots))
+    validate, history = None, []
+    if config.checkpoint.validation_episodes:
+        plan = episodes.sample_plan(features["validation"], spec, config.episodes.test_seed, np.arange(config.checkpoint.validation_episodes))
+        validation = evaluate.episodes_from_plan(features["validation"], plan)
+        evaluator = evaluate.make_evaluator(model, noise, sampler_config, spec.ways, mesh=job.mesh)
+
+        def validate(ema_params, step: int) -> float:
+            accuracy = float(evaluator(ema_params, validation, jax.random.PRNGKey(config.seed))[0].mean())
+            writer.add_scalar(f"metadiff_{shots}shot/validation_accuracy", accuracy, step)
+            history.append({"step": step, "validation_accuracy": accuracy})
+            return accuracy
+
+    with job.stopper.deferred():
+        say(f"[metadiff {shots}-shot] meta-training {training.steps} steps on {features['train'].num_classes} base classes{_resuming(progress)}")
+        state, losses = train.train_denoiser(
+            model,
+            noise,
+            params,
+            features["train"],
+            spec,
+            training,
+            parallel.is_main_process(),
+            job.mesh,
+            policy,
+            job.stopper,
+            validate,
+            config.parallel.style,
+        )
+    if history and parallel.is_main_process():
+        best = max(history, key=lambda record: record["validation_accuracy"])
+        say(f"[metadiff {shots}-shot] best validation accuracy {100 * best['validation_accuracy']:.2f}% at step {best['step']} (kept in {progress}_best)")
+        write_text(workdir / f"metadiff_{shots}shot_validation.json", json.dumps(history, indent=2))
+    for step in range(0, len(losses), 50):
+        writer.add_scalar(f"metadiff_{shots}shot/loss", float(losses[step]), step)
+    checkpoints.save_tree(path, {"params": state.params, "ema_params": state.ema_params})
+    if parallel.is_main_process():
+        np.save(losses_path, losses)
+    parallel.barrier("losses written")
+    return model, noise, getattr(state, chosen), losses
+
+
+def baseline(job: Job, shots: int, spec, splits):
+    """A baseline meta-trained on image episodes of the train split: restored, or trained and saved."""
+    config, workdir, writer = job.config, job.workdir, job.writer
+    learner = settings.make_baseline(config, spec.ways)
+    state = learner.init(jax.random.PRNGKey(config.seed), np.zeros((1, *splits["train"].image_shape), np.float32))
+    path = (workdir / "checkpoints" / f"{config.method}_{shots}shot").absolute()
+    if checkpoints.is_saved(path):
+        say(f"[{config.method} {shots}-shot] done earlier: restoring {path}")
+        return learner, checkpoints.restore_tree(path, state)
+    job.require_done(f"{config.method} {shots}-shot training")
+    progress = workdir.absolute() / "checkpoints" / f"{config.method}_{shots}shot_progress"
+    policy = settings.checkpoint_policy(config, progress, _made_from(config, splits["train"].identity, shots))
+    step = jax.jit(learner.meta_train_step, donate_argnums=0)
+
+    def batches_from(first_step: int):
+        stream = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch, first_batch=first_step))
+        return ((b.support_images, b.support_labels, b.query_images, b.query_labels) for b in stream)
+
+    def check(state, metrics) -> None:
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+            raise loop.TrainingDiverged(f"{config.method} diverged at outer step {int(state.step)}: the loss is {loss}.")
+
+    with job.stopper.deferred():
+        say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes{_resuming(progress)}")
+        state, losses = loop.checkpointed_loop(
+            step,
+            state,
+            batches_from,
+            config.baseline.steps,
+            jax.random.PRNGKey(config.seed),
+            check=check,
+            check_every=10,
+            checkpoints=policy,
+            should_stop=job.stopper,
+            progress=parallel.is_main_process(),
+            description=f"{config.method} {shots}-shot",
+        )
+    for index in range(9, len(losses), 10):
+        writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
+    checkpoints.save_tree(path, state)
+    return learner, state
+
+
+def test_episodes(job: Job, splits, spec, shots: int) -> episodes.EpisodePlan:
+    """The fixed test episodes of this shot count: drawn from the test split and saved beside the results;
+    `eval` reloads the run's own saved list."""
+    config = job.config
+    plan = episodes.sample_plan(splits["test"], spec, config.episodes.test_seed, np.arange(config.episodes.test_episodes))
+    path = job.workdir / f"test_episodes_{shots}shot.npz"
+    if job.evaluate_only:
+        return episodes.load_plan(path, splits["test"])[0]
+    if parallel.is_main_process():
+        episodes.save_plan(path, plan, splits["test"], spec, config.episodes.test_seed)
+    return plan
+
+
+def evaluate_baseline(job: Job, outcome, shots: int, spec, splits, plan) -> None:
+    """A baseline's per-episode test accuracies, into `outcome` (report.Outcome)."""
+    learner, state = baseline(job, shots, spec, splits)
+    say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes")
+    accuracies = evaluate.image_episode_accuracies(learner.query_accuracy, state, episodes.gather(splits["test"], plan), parallel.is_main_process())
+    outcome.add(job.config.method, accuracies, spec, plan)
+
+
+def evaluate_metadiff(job: Job, outcome, shots: int, spec, features, plan) -> None:
+    """MetaDiff's and the prototype classifier's per-episode test accuracies, into `outcome`."""
+    model, noise, params, losses = metadiff(job, shots, spec, features)
+    if len(losses):
+        outcome.loss_curves[f"{shots}-shot"] = losses
+    test = evaluate.episodes_from_plan(features["test"], plan)
+    say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes, sampler {job.config.metadiff.sampler.method}")
+    prototypes = evaluate.prototype_accuracies(test, spec.ways)
+    evaluator = evaluate.make_evaluator(model, noise, settings.sampler_config(job.config), spec.ways, mesh=job.mesh)
+    accuracies, per_step = evaluator(params, test, jax.random.PRNGKey(job.config.seed))
+    outcome.add("prototypes", prototypes, spec, plan)
+    outcome.add("metadiff", accuracies, spec, plan, reference=prototypes)
+    outcome.curves[f"metadiff {shots}-shot"] = per_step
+    outcome.baselines[f"prototypes {shots}-shot"] = float(prototypes.mean())

@@ -1,0 +1,128 @@
+"""The workdir and the run record: one folder per run, its config in run.json, refused if it holds another run.
+
+A run is identified by its config: rerunning the same command in the same workdir resumes it, another
+config there is refused before anything is written. In a multi-host run the workdir must be one folder
+that every host sees.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import pathlib
+import platform
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from launch.errors import UsageError
+from metadiff_jax import parallel
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "tensorflow-datasets", "numpy", "kanjivg")
+
+
+def prepare_workdir(path: str) -> pathlib.Path:
+    workdir = pathlib.Path(path)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"Cannot write to workdir {workdir} ({error.strerror}); pass a folder you can write to with --workdir.") from error
+    return workdir
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """Writes a file under its final name only once complete, so that a reader never sees half of it."""
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def check_shared_workdir(workdir: pathlib.Path) -> None:
+    """In a multi-host run, refuses a workdir that the processes do not all see (a host-local folder)."""
+    if jax.process_count() == 1:
+        return
+    token = workdir / ".process0_token"
+    if parallel.is_main_process():
+        token.write_text("written by process 0")
+    parallel.barrier("shared workdir token written")
+    seen = multihost_utils.process_allgather(np.array(token.exists()))
+    parallel.barrier("shared workdir token read")
+    if parallel.is_main_process():
+        token.unlink()
+    if not np.all(seen):
+        missing = ", ".join(str(i) for i in np.flatnonzero(~np.asarray(seen)))
+        raise UsageError(
+            f"{workdir} is not shared between the processes of this run: process(es) {missing} cannot see a file that "
+            "process 0 wrote there. Pass a --workdir on a filesystem every host mounts (NFS, Filestore, a gcsfuse bucket)."
+        )
+
+
+def read_run_record(workdir: pathlib.Path):
+    """The config recorded in workdir/run.json (None where there is none), with keys added to the project
+    since the run was made filled with their defaults, which keep its old behaviour."""
+    from configs import default
+
+    record = workdir / "run.json"
+    if not record.is_file():
+        return None
+    try:
+        recorded = json.loads(record.read_text())["config"]
+        config = default.get_config()
+        config.update(recorded)
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{record} is not a run record ({type(error).__name__}: {error}); use a new --workdir.") from error
+    return config
+
+
+def check_run_identity(workdir: pathlib.Path, config) -> None:
+    """Refuses a workdir that holds another run (a different config), before anything is written to it."""
+    recorded = read_run_record(workdir)
+    if recorded is None:
+        return
+    previous = json.loads(recorded.to_json())
+    current = json.loads(config.to_json())
+    if previous != current:
+        differing = sorted(config_differences(previous, current))
+        raise UsageError(
+            f"{workdir} holds another run: its config differs at {', '.join(differing)}. Nothing was changed. "
+            "Use a new --workdir, or delete this one to start over."
+        )
+
+
+def record_run(workdir: pathlib.Path, config) -> None:
+    record = workdir / "run.json"
+    if not record.exists():
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        write_text(record, json.dumps({"config": json.loads(config.to_json()), "started": started}, indent=2))
+
+
+def config_differences(a, b, prefix: str = ""):
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            yield from config_differences(a[key], b[key], name + ".")
+        elif a.get(key) != b.get(key):
+            yield name
+
+
+def recorded_config(workdir: pathlib.Path):
+    """The config a finished run was made with, from its run.json."""
+    config = read_run_record(workdir)
+    if config is None:
+        raise UsageError(f"{workdir} holds no run (no run.json); `eval` evaluates a finished run: pass its --workdir.")
+    return config
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
