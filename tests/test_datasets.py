@@ -6,8 +6,8 @@ import pytest
 
 from metadiff_jax.data import datasets, glyph_render, glyphs
 
-# sha256 of every split of kanjivg_glyphs/small 1.0.0 (images and class bounds), built with the pinned requirements.
-GOLDEN_SMALL_SHA256 = "46d3519a59af6c94e1549f782f499024bb5d70e86c85dbc37961111daab4acca"
+# sha256 of every split of kanjivg_glyphs/small 2.0.0 (images and class bounds), built with the pinned requirements.
+GOLDEN_SMALL_SHA256 = "4c8363aabc77426b34cdb401b4f069ffd50571c47e694f919aa2e12382515478"
 
 
 def split_digest(splits: dict) -> str:
@@ -97,9 +97,9 @@ def test_missing_dataset_says_how_to_build_it(tmp_path):
 
 def test_interrupted_build_is_named(tmp_path):
     builder = datasets.make_builder("kanjivg_glyphs", "small", tmp_path)
-    leftover = tmp_path / "kanjivg_glyphs" / "small" / "incomplete.AB12CD_1.0.0"
+    leftover = tmp_path / "kanjivg_glyphs" / "small" / "incomplete.AB12CD_2.0.0"
     leftover.mkdir(parents=True)
-    with pytest.raises(datasets.DatasetError, match="interrupted build was left in .*incomplete.AB12CD_1.0.0"):
+    with pytest.raises(datasets.DatasetError, match="interrupted build was left in .*incomplete.AB12CD_2.0.0"):
         datasets.check_complete(builder)
 
 

@@ -122,7 +122,7 @@ def test_saved_episode_list_refuses_other_data_or_damage(small_splits, tmp_path)
     plan = episodes.sample_plan(split, SPEC, seed=5, episode_ids=range(30))
     path = tmp_path / "episodes.npz"
     episodes.save_plan(path, plan, split, SPEC, seed=5)
-    with pytest.raises(episodes.EpisodeError, match="lists episodes of kanjivg_glyphs/small:1.0.0/test, not of .*validation"):
+    with pytest.raises(episodes.EpisodeError, match="lists episodes of kanjivg_glyphs/small:2.0.0/test, not of .*validation"):
         episodes.load_plan(path, small_splits["validation"])
     tampered = plan._replace(query_indices=plan.query_indices[::-1].copy())
     np.savez(path, meta=np.load(path)["meta"], **tampered._asdict())

@@ -83,3 +83,25 @@ def test_84px_renders_are_the_same_drawing_as_28px():
     large = glyph_render.render_drawer(strokes, 84, 0, ord("愛"), 2).astype(float)
     reduced = large.reshape(28, 3, 28, 3).mean(axis=(1, 3))
     assert np.abs(reduced - small).mean() < 20
+
+
+def test_hard_jitter_level_zero_is_the_light_default_and_higher_levels_turn_every_knob_up():
+    assert glyph_render.hard_jitter(0.0) == glyph_render.JitterConfig()
+    light, hard = glyph_render.JitterConfig(), glyph_render.hard_jitter(1.0)
+    assert hard.stroke_dropout > 0 and hard.clutter_strokes > 0 and hard.noise > 0 and hard.ink[0] < 1.0
+    assert hard.stroke_shift > light.stroke_shift and hard.glyph_turn > light.glyph_turn
+    with pytest.raises(ValueError, match="level must be 0 or more"):
+        glyph_render.hard_jitter(-1.0)
+
+
+def test_hard_renders_are_deterministic_noisy_and_further_from_each_other():
+    strokes, codepoint = strokes_of("永"), ord("永")
+    hard = glyph_render.hard_jitter(1.0)
+    first = glyph_render.render_drawer(strokes, 28, 0, codepoint, 3, hard)
+    np.testing.assert_array_equal(first, glyph_render.render_drawer(strokes, 28, 0, codepoint, 3, hard))
+    assert (first > 0).mean() > 0.5  # pixel noise reaches the background
+    def spread(jitter):
+        renders = [glyph_render.render_drawer(strokes, 28, 0, codepoint, d, jitter).astype(float) for d in range(6)]
+        return np.mean([np.abs(renders[i] - renders[j]).mean() for i in range(6) for j in range(i + 1, 6)])
+
+    assert spread(hard) > spread(glyph_render.JitterConfig()) + 5

@@ -54,6 +54,49 @@ class JitterConfig:
     glyph_shear: float = 0.15
     glyph_shift: float = 5.0
     pen_width: tuple[float, float] = (1.3, 2.6)  # in output pixels at 28 x 28 (scaled with the size)
+    # Harder renders (all off by default, and then no random number is drawn for them, so the renders of
+    # the configs that leave them off do not change):
+    stroke_dropout: float = 0.0  # each stroke left out with this probability (one always stays)
+    clutter_strokes: int = 0  # up to this many distractor strokes (random cubic curves) on top
+    clutter_span: float = 40.0  # a distractor's extent, in box units
+    ink: tuple[float, float] = (1.0, 1.0)  # ink intensity, a fraction of white, drawn per render
+    noise: float = 0.0  # pixel noise, uniform in +-noise grey levels (of 255), drawn per pixel
+
+
+# The far end of the difficulty scale of `hard_jitter` (its level 1): every knob of JitterConfig turned up.
+_HARDEST = JitterConfig(
+    stroke_shift=6.0,
+    stroke_turn=0.18,
+    stroke_scale=0.3,
+    point_wobble=3.5,
+    glyph_turn=0.2,
+    glyph_scale=(0.6, 1.0),
+    glyph_shear=0.3,
+    glyph_shift=10.0,
+    stroke_dropout=0.2,
+    clutter_strokes=3,
+    ink=(0.5, 1.0),
+    noise=60.0,
+)
+
+
+def hard_jitter(level: float) -> JitterConfig:
+    """Renders harder by one number: level 0 is JitterConfig(), level 1 every knob at _HARDEST, linear
+    between (the distractor count rounded to a whole number)."""
+    if level < 0:
+        raise ValueError(f"difficulty level must be 0 or more, got {level}.")
+    easy, hard = JitterConfig(), _HARDEST
+
+    def between(name):
+        a, b = getattr(easy, name), getattr(hard, name)
+        if isinstance(a, tuple):
+            return tuple(x + level * (y - x) for x, y in zip(a, b))
+        return a + level * (b - a)
+
+    values = {field.name: between(field.name) for field in dataclasses.fields(JitterConfig)}
+    values["clutter_strokes"] = int(round(values["clutter_strokes"]))
+    values["pen_width"] = easy.pen_width
+    return JitterConfig(**values)
 
 
 def kanjivg_dir() -> pathlib.Path:
@@ -201,17 +244,46 @@ def draw(strokes: Sequence[np.ndarray], size: int, pen_width_px: float) -> np.nd
     return ((block_sum + area // 2) // area).astype(np.uint8)
 
 
+def _harder(strokes: list[np.ndarray], rng: np.random.Generator, jitter: JitterConfig) -> list[np.ndarray]:
+    """Stroke dropout and distractor strokes (box units), drawing random numbers only for knobs that are on."""
+    if jitter.stroke_dropout > 0:
+        kept = rng.random(len(strokes)) >= jitter.stroke_dropout
+        kept[int(rng.random() * len(strokes))] = True
+        strokes = [stroke for stroke, keep in zip(strokes, kept) if keep]
+    if jitter.clutter_strokes > 0:
+        for _ in range(int(rng.random() * (jitter.clutter_strokes + 1))):
+            start = rng.random(2) * VIEWBOX
+            steps = _uniform(rng, jitter.clutter_span / 3.0, (3, 2))
+            points = [start]
+            for step in steps:  # a sum written out: no reduction whose order could vary
+                points.append(points[-1] + step)
+            strokes.append(np.stack(points))
+    return strokes
+
+
+def _finish(image: np.ndarray, rng: np.random.Generator, jitter: JitterConfig) -> np.ndarray:
+    """Ink intensity and pixel noise, in integer grey levels."""
+    if jitter.ink != (1.0, 1.0):
+        ink = int(round(255 * (jitter.ink[0] + rng.random() * (jitter.ink[1] - jitter.ink[0]))))
+        image = (image.astype(np.int64) * ink + 127) // 255
+    if jitter.noise > 0:
+        noise = np.round(_uniform(rng, jitter.noise, image.shape)).astype(np.int64)
+        image = np.clip(image.astype(np.int64) + noise, 0, 255)
+    return image.astype(np.uint8)
+
+
 def render_drawer(
     strokes: Sequence[np.ndarray], size: int, seed: int, codepoint: int, drawer: int, jitter: JitterConfig = JitterConfig()
 ) -> np.ndarray:
     """One drawer of one character: uint8 `(size, size)`."""
     rng = drawer_rng(seed, codepoint, drawer)
     pen_width = jitter.pen_width[0] + rng.random() * (jitter.pen_width[1] - jitter.pen_width[0])
-    return draw(jitter_strokes(strokes, rng, jitter), size, pen_width * size / 28.0)
+    drawn = _harder(jitter_strokes(strokes, rng, jitter), rng, jitter)
+    return _finish(draw(drawn, size, pen_width * size / 28.0), rng, jitter)
 
 
-def render_character(svg_dir: str, codepoint: int, drawers: int, size: int, seed: int) -> np.ndarray:
+def render_character(svg_dir: str, codepoint: int, drawers: int, size: int, seed: int, jitter: JitterConfig = JitterConfig()) -> np.ndarray:
     """All drawers of one character: uint8 `(drawers, size, size, 1)`. Picklable for worker processes."""
     strokes = load_strokes(svg_dir, codepoint)
-    images = [render_drawer(strokes, size, seed, codepoint, drawer) for drawer in range(drawers)]
+    images = [render_drawer(strokes, size, seed, codepoint, drawer, jitter) for drawer in range(drawers)]
     return np.stack(images)[..., None]

@@ -20,9 +20,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from metadiff_jax.data import glyph_render
+from metadiff_jax.data import glyph_render, lookalikes
 
 SPLITS = ("train", "validation", "test")
+# The difficulty of mini_28px, set on validation classes by `python -m benchmarks.calibrate_glyphs` so that the
+# default Conv-4's prototypes land in miniImageNet's band (BENCHMARKS.md, calibration section).
+MINI_DIFFICULTY = 1.1
 
 _DESCRIPTION = """\
 Renders of the KanjiVG stroke data (every distinct character a class), each drawn by several simulated
@@ -45,12 +48,22 @@ class GlyphsConfig(tfds.core.BuilderConfig):
     drawers: int = 20
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.64, 0.16, 0.20)
+    # How hard the renders are: the level of glyph_render.hard_jitter (0: the light jitter of 1.0.0).
+    difficulty: float = 0.0
+
+    @property
+    def jitter(self) -> glyph_render.JitterConfig:
+        return glyph_render.hard_jitter(self.difficulty)
 
 
-def split_codepoints(config: GlyphsConfig, codepoints: list[int]) -> dict[str, list[int]]:
-    """The codepoints of each split: a seeded choice of `num_classes` characters, then a seeded split.
+def split_codepoints(config: GlyphsConfig, codepoints: list[int], groups: list[list[int]] | None = None) -> dict[str, list[int]]:
+    """The codepoints of each split: a seeded choice of `num_classes` characters, then a seeded split that
+    keeps every group of look-alike characters (data.lookalikes) in one split.
 
-    Each split's list is sorted, so its label k is its k-th smallest codepoint.
+    Split sizes are round(fraction x classes). Groups of look-alikes are placed first, largest first, each
+    in a split drawn with probability proportional to the room it has left (among those it fits in); then
+    the single characters fill what is left, in seeded order. `groups` (of the chosen characters) are
+    computed when not given. Each split's list is sorted, so its label k is its k-th smallest codepoint.
     """
     rng = np.random.Generator(np.random.Philox(key=np.array([config.seed, 0x5EED], dtype=np.uint64)))
     chosen = np.asarray(codepoints)
@@ -61,22 +74,44 @@ def split_codepoints(config: GlyphsConfig, codepoints: list[int]) -> dict[str, l
                 "and each of the three splits needs at least one."
             )
         chosen = np.sort(rng.choice(chosen, size=config.num_classes, replace=False))
-    order = rng.permutation(len(chosen))
+    if groups is None:
+        groups = lookalikes.lookalike_groups(chosen)
     train_fraction, validation_fraction, _ = config.split_fractions
     num_train = int(round(train_fraction * len(chosen)))
     num_validation = int(round(validation_fraction * len(chosen)))
-    bounds = (0, num_train, num_train + num_validation, len(chosen))
-    return {
-        split: sorted(int(c) for c in chosen[order[bounds[i] : bounds[i + 1]]]) for i, split in enumerate(SPLITS)
-    }
+    room = np.array([num_train, num_validation, len(chosen) - num_train - num_validation])
+    members: dict[str, list[int]] = {split: [] for split in SPLITS}
+    multi = [groups[i] for i in rng.permutation(len(groups)) if len(groups[i]) > 1]
+    singles = [groups[i][0] for i in rng.permutation(len(groups)) if len(groups[i]) == 1]
+    for group in sorted(multi, key=len, reverse=True):
+        fits = np.flatnonzero(room >= len(group))
+        if not len(fits):
+            raise ValueError(f"a group of {len(group)} look-alike characters fits in no split of {tuple(room)} places left.")
+        split = int(rng.choice(fits, p=room[fits] / room[fits].sum()))
+        members[SPLITS[split]] += group
+        room[split] -= len(group)
+    for split, count in zip(SPLITS, room):
+        members[split] += singles[:count]
+        singles = singles[count:]
+    return {split: sorted(int(c) for c in members[split]) for split in SPLITS}
 
 
 class KanjivgGlyphs(tfds.core.GeneratorBasedBuilder):
     """Handwriting-like renders of KanjiVG characters; classes split 64/16/20 % into train/validation/test."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "2.0.0": "Look-alike characters (data.lookalikes) kept in one split; the mini_28px config.",
+    }
     BUILDER_CONFIGS = [
+        GlyphsConfig(
+            name="mini_28px",
+            num_classes=100,
+            drawers=600,
+            difficulty=MINI_DIFFICULTY,
+            description="miniImageNet's shape: 100 characters (64 / 16 / 20), 600 hard renders each, 28 x 28.",
+        ),
         GlyphsConfig(name="28px", description="Every KanjiVG character (6,703 classes), 20 drawers, 28 x 28."),
         GlyphsConfig(name="84px", image_size=84, description="Every character, 20 drawers, 84 x 84."),
         GlyphsConfig(name="small", num_classes=100, description="100 characters, 20 drawers, 28 x 28 (tests)."),
@@ -91,6 +126,11 @@ class KanjivgGlyphs(tfds.core.GeneratorBasedBuilder):
     @functools.cached_property
     def codepoints_by_split(self) -> dict[str, list[int]]:
         return split_codepoints(self.builder_config, glyph_render.list_codepoints(glyph_render.kanjivg_dir()))
+
+    @property
+    def all_codepoints(self) -> list[int]:
+        """Every class of this config, sorted (the characters chosen before they were split)."""
+        return sorted(c for codepoints in self.codepoints_by_split.values() for c in codepoints)
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
@@ -113,6 +153,10 @@ class KanjivgGlyphs(tfds.core.GeneratorBasedBuilder):
             metadata=tfds.core.MetadataDict(
                 classes_by_split={s: [chr(c) for c in cps] for s, cps in self.codepoints_by_split.items()},
                 codepoints_by_split=self.codepoints_by_split,
+                # Groups of look-alike characters among the classes (data.lookalikes), each kept in one split.
+                lookalike_groups=[
+                    "".join(chr(c) for c in group) for group in lookalikes.lookalike_groups(self.all_codepoints) if len(group) > 1
+                ],
                 drawers=self.builder_config.drawers,
                 seed=self.builder_config.seed,
             ),
@@ -133,6 +177,7 @@ class KanjivgGlyphs(tfds.core.GeneratorBasedBuilder):
             drawers=config.drawers,
             size=config.image_size,
             seed=config.seed,
+            jitter=config.jitter,
         )
         workers = min(self._workers, len(codepoints))
         # Workers are spawned, not forked: the parent may already run JAX's threads, which fork can deadlock.
