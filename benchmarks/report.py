@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,19 +31,31 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def publish(name: str, rows: list[dict], title: str, notes: str = "", module: str | None = None) -> None:
+def commit() -> str:
+    """The commit the working tree is at, with "+changes" when it differs from it (results made from it)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def publish(name: str, rows: list[dict], title: str, notes: str = "", module: str | None = None, full_rows: list[dict] | None = None) -> None:
     """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md.
 
-    `module` is the benchmark module that produced the rows, when it is not `benchmarks.<name>`.
+    Every JSON row records the commit it was made at. `module` is the benchmark module that produced the
+    rows, when it is not `benchmarks.<name>`; `full_rows` are written to the JSON instead of `rows` when
+    they hold more than the table shows.
     """
     table = markdown_table(rows)
     print(table)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    made_at = commit()
+    (results / f"{name}.json").write_text(json.dumps([{**row, "commit": made_at} for row in full_rows or rows], indent=2) + "\n")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
-        f"`python -m {module or 'benchmarks.' + name}` on {datetime.date.today().isoformat()}, {machine()}.\n\n"
+        f"`python -m {module or 'benchmarks.' + name}` on {datetime.date.today().isoformat()}, {machine()}, commit {made_at}.\n\n"
         + (notes.strip() + "\n\n" if notes else "")
         + table
         + f"\n<!-- {name}:end -->"

@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "kanjivg_glyphs"
-    config.dataset.config = "28px"
+    config.dataset.config = "mini_28px"
     # Where built datasets live; empty means tfds' default (~/tensorflow_datasets, or $TFDS_DATA_DIR).
     config.dataset.data_dir = ""
     # Processes that render the dataset; 0 means one per core.
@@ -72,6 +72,27 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.sampler = config_dict.section(sampler_lib.SamplerConfig())
     # Sample with the EMA of the denoiser (the reference) or, False, with its last parameters.
     config.metadiff.evaluate_ema = True
+    # Test the final parameters ("final", the reference) or the EMA parameters of the checkpoint with the best
+    # validation accuracy ("best": training length chosen on validation; needs checkpoint.validation_episodes).
+    config.metadiff.evaluate = "final"
+
+    # The non-diffusion rows beside MetaDiff, on the same features and test episodes (baselines.features):
+    # finetuned (cosine classifier fine-tuned on the support), ridge (linear map from K-shot prototypes to class
+    # means, fit on base classes), anil (a meta-learned head, ANIL's inner loop on the features), regressor
+    # (MetaDiff's denoiser trained as a one-step regressor; as many steps as MetaDiff). The prototype
+    # classifier is always there. Every grid below is searched on `validation_episodes` validation episodes.
+    config.rivals = ml_collections.ConfigDict()
+    config.rivals.rows = ("finetuned", "ridge", "anil", "regressor")
+    config.rivals.validation_episodes = 600
+    config.rivals.finetune_steps = (5, 10, 25, 50)
+    config.rivals.finetune_learning_rates = (0.1, 0.5, 1.0)
+    config.rivals.ridge_draws_per_class = 200
+    config.rivals.ridge_strengths = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
+    config.rivals.anil_inner_lrs = (0.1, 0.5, 2.0)
+    config.rivals.anil_inner_steps = 10
+    config.rivals.anil_outer_lr = 1e-3
+    config.rivals.anil_steps = 2000
+    config.rivals.anil_meta_batch = 8
 
     # checkpoints.CheckpointPolicy: MetaDiff's meta-training saves its whole state every `every` steps
     # (keeping the last `keep`) in workdir/checkpoints/metadiff_<K>shot_progress; a stopped run resumes there.
@@ -91,6 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Used when method is a baseline: meta-trained from scratch on image episodes, no pretraining.
     # gradient.GradientMetaConfig's fields (inner_steps, inner_lr, outer_lr, unroll) and the outer loop's.
     config.baseline = config_dict.section(gradient.GradientMetaConfig(), exclude=("method",))
-    config.baseline.steps = 2000
+    config.baseline.steps = 30_000  # a cap: training stops when validation accuracy stops rising
     config.baseline.meta_batch = 4
+    # Every `validate_every` steps the state is saved and scored on `validation_episodes` validation
+    # episodes; training stops after `patience` scores in a row without a new best, and the best is tested.
+    config.baseline.validate_every = 250
+    config.baseline.validation_episodes = 100
+    config.baseline.patience = 4
     return config

@@ -66,6 +66,9 @@ def paper_config(dataset: str, backbone: str, variant: str = "") -> ml_collectio
         config.episodes.queries = 3
         config.episodes.test_episodes = 10
         config.checkpoint.validation_episodes = 0
+        config.rivals.validation_episodes = 10
+        config.rivals.anil_steps = 10
+        config.rivals.ridge_draws_per_class = 5
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; the one variant is 'quick' (--config {dataset}...py:quick).")
     return config

@@ -66,7 +66,9 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
     for shots, spec in settings.episode_specs(config).items():
         plan = stages.test_episodes(job, splits, spec, shots)
         if config.method == "metadiff":
-            stages.evaluate_metadiff(job, outcome, shots, spec, features, plan)
+            validation = stages.validation_episodes(job, features, spec)
+            stages.evaluate_rivals(job, outcome, shots, spec, features, plan, validation)
+            stages.evaluate_metadiff(job, outcome, shots, spec, features, plan, validation)
         else:
             stages.evaluate_baseline(job, outcome, shots, spec, splits, plan)
     for result in outcome.results:

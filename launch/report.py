@@ -26,18 +26,43 @@ def say(message: str) -> None:
 class Outcome:
     """Everything the evaluation stages produce, gathered for the report."""
 
-    results: list = dataclasses.field(default_factory=list)  # evaluate.MethodResult rows, in order
-    per_episode: dict = dataclasses.field(default_factory=dict)  # "<method>_<K>shot" -> accuracies `(E,)`
+    per_episode: dict = dataclasses.field(default_factory=dict)  # "<method>_<K>shot" -> test accuracies `(E,)`
+    specs: dict = dataclasses.field(default_factory=dict)  # K -> EpisodeSpec
     test_hashes: dict = dataclasses.field(default_factory=dict)  # "<K>" -> sha256 of the test-episode list
+    selected: dict = dataclasses.field(default_factory=dict)  # "<K>" -> method -> {choice, validation_accuracy}
     curves: dict = dataclasses.field(default_factory=dict)  # accuracy along the reverse process
     baselines: dict = dataclasses.field(default_factory=dict)  # horizontal lines beside the curves
     loss_curves: dict = dataclasses.field(default_factory=dict)
     feature_scale: float = 1.0
 
-    def add(self, method: str, accuracies: np.ndarray, spec: episodes.EpisodeSpec, plan: episodes.EpisodePlan, reference=None) -> None:
-        self.results.append(evaluate.summarize(method, accuracies, spec.ways, spec.shots, reference))
-        self.per_episode[f"{method}_{spec.shots}shot"] = accuracies
+    def add(self, method: str, accuracies: np.ndarray, spec: episodes.EpisodeSpec, plan: episodes.EpisodePlan) -> None:
+        self.per_episode[f"{method}_{spec.shots}shot"] = np.asarray(accuracies)
+        self.specs[spec.shots] = spec
         self.test_hashes[str(spec.shots)] = episodes.plan_hash(plan)
+
+    def choose(self, shots: int, method: str, choice: dict, validation_accuracy: float) -> None:
+        """Records a row's hyperparameters and its accuracy on validation episodes, where they were chosen."""
+        self.selected.setdefault(str(shots), {})[method] = {"choice": choice, "validation_accuracy": validation_accuracy}
+
+    def strongest_rival(self, shots: int) -> str | None:
+        """The non-diffusion row with the best validation accuracy (chosen on validation, like everything)."""
+        rivals = {m: s["validation_accuracy"] for m, s in self.selected.get(str(shots), {}).items() if m != "metadiff"}
+        return max(rivals, key=rivals.get) if rivals else None
+
+    @property
+    def results(self) -> list:
+        """evaluate.MethodResult rows in order of shots, each paired against its shot's strongest rival."""
+        rows = []
+        for key, accuracies in self.per_episode.items():
+            method, shots = key.rsplit("_", 1)
+            spec = self.specs[int(shots.removesuffix("shot"))]
+            reference = self.strongest_rival(spec.shots)
+            paired = None if reference in (None, method) else self.per_episode[f"{reference}_{spec.shots}shot"]
+            rows.append(evaluate.summarize(method, accuracies, spec.ways, spec.shots, paired))
+        return sorted(rows, key=lambda r: r.shots)
+
+    def paired_against(self) -> dict:
+        return {str(k): self.strongest_rival(k) for k in self.specs}
 
 
 def describe(config, builder, mesh) -> None:
@@ -54,7 +79,10 @@ def describe(config, builder, mesh) -> None:
 
 
 def table(outcome: Outcome) -> str:
-    return evaluate.results_table(outcome.results, "prototypes")
+    """The run's table: with rivals, each row paired against its shot count's strongest rival on validation."""
+    validation = {(m, int(k)): s["validation_accuracy"] for k, chosen in outcome.selected.items() for m, s in chosen.items()}
+    reference = {int(k): rival for k, rival in outcome.paired_against().items()}
+    return evaluate.results_table(outcome.results, reference, validation)
 
 
 def write(workdir: pathlib.Path, config, outcome: Outcome, identity: str, mesh) -> None:
@@ -77,6 +105,9 @@ def write(workdir: pathlib.Path, config, outcome: Outcome, identity: str, mesh) 
         "devices": mesh.size,
         "processes": jax.process_count(),
         "test_episodes_sha256": outcome.test_hashes,
+        # Per shot count: each row's hyperparameters and validation accuracy, and the rival paired against.
+        "selected_on_validation": outcome.selected,
+        "paired_against": outcome.paired_against(),
         "config": json.loads(config.to_json()),
         "versions": package_versions(),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),

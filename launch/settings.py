@@ -17,6 +17,7 @@ from metadiff_jax.baselines import gradient, protonet
 from metadiff_jax.data import episodes
 
 METHODS = ("metadiff", *gradient.METHODS, "protonet")
+RIVALS = ("finetuned", "ridge", "anil", "regressor")
 
 
 def _built(where: str, make):
@@ -96,6 +97,17 @@ def validate(config, splits: dict, mesh) -> None:
     if config.method != "metadiff":
         make_baseline(config, config.episodes.ways)
         return
+    unknown = [row for row in config.rivals.rows if row not in RIVALS]
+    if unknown:
+        raise UsageError(f"rivals.rows: unknown {', '.join(unknown)}; known: {', '.join(RIVALS)} (the prototype classifier is always there).")
+    if config.rivals.validation_episodes < 1:
+        raise UsageError(f"rivals.validation_episodes must be at least 1, got {config.rivals.validation_episodes}.")
+    if config.metadiff.evaluate not in ("final", "best"):
+        raise UsageError(f"metadiff.evaluate must be final or best, got {config.metadiff.evaluate!r}.")
+    if config.metadiff.evaluate == "best" and not (config.checkpoint.validation_episodes and config.metadiff.evaluate_ema):
+        raise UsageError(
+            "metadiff.evaluate = best tests the EMA parameters best on validation: it needs checkpoint.validation_episodes > 0 and metadiff.evaluate_ema."
+        )
     make_denoiser(config, 1)
     num_timesteps = noise_schedule(config).num_timesteps
     training = train_config(config)

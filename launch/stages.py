@@ -26,7 +26,10 @@ from launch.errors import UsageError
 from launch.report import say
 from launch.signals import StopOnSignal
 from launch.workdir import write_text
-from metadiff_jax import backbones, checkpoints, denoiser, evaluate, loop, parallel, pretrain, train
+from metadiff_jax import backbones, checkpoints, evaluate, loop, parallel, pretrain, train
+from metadiff_jax import denoiser as denoiser_lib
+from metadiff_jax import sampler as sampler_lib
+from metadiff_jax.baselines import features as rival_features
 from metadiff_jax.data import datasets, episodes
 
 
@@ -114,28 +117,36 @@ def features(job: Job, backbone, variables, splits, dataset_identity: str):
     return {name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}") for name, split in splits.items()}
 
 
-def metadiff(job: Job, shots: int, spec, features):
-    """MetaDiff for `shots`: (model, schedule, parameters to sample with, losses). Restored from
-    workdir/checkpoints/metadiff_<shots>shot when finished; else trained, resuming from
-    workdir/checkpoints/metadiff_<shots>shot_progress where a stopped run left it."""
+def denoiser(job: Job, name: str, shots: int, spec, features, training: train.TrainConfig, sampler_config):
+    """A denoiser trained on the base classes' feature episodes: MetaDiff (name "metadiff"), or the one-step
+    regressor ("regressor"); returns (model, schedule, parameters to sample with, losses). Restored from
+    workdir/checkpoints/<name>_<shots>shot when finished; else trained, resuming from
+    workdir/checkpoints/<name>_<shots>shot_progress where a stopped run left it."""
     config, workdir, writer = job.config, job.workdir, job.writer
     model = settings.make_denoiser(config, features["train"].images.shape[-1])
     noise = settings.noise_schedule(config)
-    training = settings.train_config(config)
-    sampler_config = settings.sampler_config(config)
-    path = (workdir / "checkpoints" / f"metadiff_{shots}shot").absolute()
-    losses_path = workdir / f"metadiff_{shots}shot_losses.npy"
-    params = denoiser.init_params(model, jax.random.PRNGKey(config.seed))
+    path = (workdir / "checkpoints" / f"{name}_{shots}shot").absolute()
+    losses_path = workdir / f"{name}_{shots}shot_losses.npy"
+    params = denoiser_lib.init_params(model, jax.random.PRNGKey(config.seed))
     chosen = "ema_params" if config.metadiff.evaluate_ema else "params"
+    progress = workdir.absolute() / "checkpoints" / f"{name}_{shots}shot_progress"
+
+    def to_evaluate(final):
+        """The parameters tested: the final ones (the reference), or the EMA best on validation."""
+        if config.metadiff.evaluate == "final":
+            return final[chosen]
+        best, step = checkpoints.restore_best(str(progress), {"ema_params": params})
+        say(f"[{name} {shots}-shot] evaluating the EMA parameters of step {step}, the best on validation (metadiff.evaluate = best)")
+        return best["ema_params"]
+
     if training.steps == 0:
-        say(f"[metadiff {shots}-shot] metadiff.steps = 0: evaluating the untrained denoiser")
+        say(f"[{name} {shots}-shot] metadiff.steps = 0: evaluating the untrained denoiser")
         return model, noise, params, np.zeros((0,), np.float32)
     if checkpoints.is_saved(path) and losses_path.exists():
-        say(f"[metadiff {shots}-shot] done earlier: restoring {path}")
+        say(f"[{name} {shots}-shot] done earlier: restoring {path}")
         restored = checkpoints.restore_tree(path, {"params": params, "ema_params": params})
-        return model, noise, restored[chosen], np.load(losses_path)
-    job.require_done(f"MetaDiff {shots}-shot training")
-    progress = workdir.absolute() / "checkpoints" / f"metadiff_{shots}shot_progress"
+        return model, noise, to_evaluate(restored), np.load(losses_path)
+    job.require_done(f"{ {'metadiff': 'MetaDiff', 'regressor': 'one-step regressor'}.get(name, name)} {shots}-shot training")
     policy = settings.checkpoint_policy(config, progress, _made_from(config, features["train"].identity, shots))
     validate, history = None, []
     if config.checkpoint.validation_episodes:
@@ -145,41 +156,35 @@ def metadiff(job: Job, shots: int, spec, features):
 
         def validate(ema_params, step: int) -> float:
             accuracy = float(evaluator(ema_params, validation, jax.random.PRNGKey(config.seed))[0].mean())
-            writer.add_scalar(f"metadiff_{shots}shot/validation_accuracy", accuracy, step)
+            writer.add_scalar(f"{name}_{shots}shot/validation_accuracy", accuracy, step)
             history.append({"step": step, "validation_accuracy": accuracy})
             return accuracy
 
     with job.stopper.deferred():
-        say(f"[metadiff {shots}-shot] meta-training {training.steps} steps on {features['train'].num_classes} base classes{_resuming(progress)}")
+        say(f"[{name} {shots}-shot] meta-training {training.steps} steps on {features['train'].num_classes} base classes{_resuming(progress)}")
         state, losses = train.train_denoiser(
-            model,
-            noise,
-            params,
-            features["train"],
-            spec,
-            training,
-            parallel.is_main_process(),
-            job.mesh,
-            policy,
-            job.stopper,
-            validate,
+            model, noise, params, features["train"], spec, training, parallel.is_main_process(), job.mesh, policy, job.stopper, validate,
             config.parallel.style,
         )
     if history and parallel.is_main_process():
         best = max(history, key=lambda record: record["validation_accuracy"])
-        say(f"[metadiff {shots}-shot] best validation accuracy {100 * best['validation_accuracy']:.2f}% at step {best['step']} (kept in {progress}_best)")
-        write_text(workdir / f"metadiff_{shots}shot_validation.json", json.dumps(history, indent=2))
+        say(f"[{name} {shots}-shot] best validation accuracy {100 * best['validation_accuracy']:.2f}% at step {best['step']} (kept in {progress}_best)")
+        write_text(workdir / f"{name}_{shots}shot_validation.json", json.dumps(history, indent=2))
     for step in range(0, len(losses), 50):
-        writer.add_scalar(f"metadiff_{shots}shot/loss", float(losses[step]), step)
+        writer.add_scalar(f"{name}_{shots}shot/loss", float(losses[step]), step)
     checkpoints.save_tree(path, {"params": state.params, "ema_params": state.ema_params})
     if parallel.is_main_process():
         np.save(losses_path, losses)
     parallel.barrier("losses written")
-    return model, noise, getattr(state, chosen), losses
+    return model, noise, to_evaluate({"params": state.params, "ema_params": state.ema_params}), losses
 
 
 def baseline(job: Job, shots: int, spec, splits):
-    """A baseline meta-trained on image episodes of the train split: restored, or trained and saved."""
+    """A baseline meta-trained on image episodes of the train split: restored, or trained and saved.
+
+    Scored on `baseline.validation_episodes` validation episodes every `baseline.validate_every` steps (when it is saved); training stops
+    once `baseline.patience` of them in a row have not beaten the best, and the state kept (and tested) is
+    the best on validation: the budget is "until validation accuracy stops rising", capped at baseline.steps."""
     config, workdir, writer = job.config, job.workdir, job.writer
     learner = settings.make_baseline(config, spec.ways)
     state = learner.init(jax.random.PRNGKey(config.seed), np.zeros((1, *splits["train"].image_shape), np.float32))
@@ -189,7 +194,9 @@ def baseline(job: Job, shots: int, spec, splits):
         return learner, checkpoints.restore_tree(path, state)
     job.require_done(f"{config.method} {shots}-shot training")
     progress = workdir.absolute() / "checkpoints" / f"{config.method}_{shots}shot_progress"
-    policy = settings.checkpoint_policy(config, progress, _made_from(config, splits["train"].identity, shots))
+    policy = dataclasses.replace(
+        settings.checkpoint_policy(config, progress, _made_from(config, splits["train"].identity, shots)), every=config.baseline.validate_every
+    )
     step = jax.jit(learner.meta_train_step, donate_argnums=0)
 
     def batches_from(first_step: int):
@@ -201,9 +208,19 @@ def baseline(job: Job, shots: int, spec, splits):
         if not np.isfinite(loss):
             raise loop.TrainingDiverged(f"{config.method} diverged at outer step {int(state.step)}: the loss is {loss}.")
 
+    plan = episodes.sample_plan(splits["validation"], spec, config.episodes.test_seed, np.arange(config.baseline.validation_episodes))
+    validation_images = episodes.gather(splits["validation"], plan)
+    history = []
+
+    def validate(state, step: int) -> float:
+        accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False).mean())
+        writer.add_scalar(f"{config.method}_{shots}shot/validation_accuracy", accuracy, step)
+        history.append({"step": step, "validation_accuracy": accuracy})
+        return accuracy
+
     with job.stopper.deferred():
-        say(f"[{config.method} {shots}-shot] meta-training {config.baseline.steps} outer steps on image episodes{_resuming(progress)}")
-        state, losses = loop.checkpointed_loop(
+        say(f"[{config.method} {shots}-shot] meta-training up to {config.baseline.steps} outer steps on image episodes{_resuming(progress)}")
+        final, losses = loop.checkpointed_loop(
             step,
             state,
             batches_from,
@@ -213,13 +230,20 @@ def baseline(job: Job, shots: int, spec, splits):
             check_every=10,
             checkpoints=policy,
             should_stop=job.stopper,
+            validate=validate,
+            patience=config.baseline.patience,
             progress=parallel.is_main_process(),
             description=f"{config.method} {shots}-shot",
         )
+    best, best_step = checkpoints.restore_best(str(progress), state)
+    say(f"[{config.method} {shots}-shot] trained {len(losses)} steps; the best on validation is step {best_step}, kept and tested")
+    if parallel.is_main_process():
+        record = {"steps_run": len(losses), "best_step": best_step, "validations_this_run": history}
+        write_text(workdir / f"{config.method}_{shots}shot_validation.json", json.dumps(record, indent=2))
     for index in range(9, len(losses), 10):
         writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
-    checkpoints.save_tree(path, state)
-    return learner, state
+    checkpoints.save_tree(path, best)
+    return learner, best
 
 
 def test_episodes(job: Job, splits, spec, shots: int) -> episodes.EpisodePlan:
@@ -243,17 +267,63 @@ def evaluate_baseline(job: Job, outcome, shots: int, spec, splits, plan) -> None
     outcome.add(job.config.method, accuracies, spec, plan)
 
 
-def evaluate_metadiff(job: Job, outcome, shots: int, spec, features, plan) -> None:
-    """MetaDiff's and the prototype classifier's per-episode test accuracies, into `outcome`."""
-    model, noise, params, losses = metadiff(job, shots, spec, features)
+def validation_episodes(job: Job, features, spec) -> evaluate.FeatureEpisodes:
+    """The validation episodes on which every row's hyperparameters are chosen (never the test episodes)."""
+    count = job.config.rivals.validation_episodes
+    plan = episodes.sample_plan(features["validation"], spec, job.config.episodes.test_seed, np.arange(count))
+    return evaluate.episodes_from_plan(features["validation"], plan)
+
+
+def evaluate_metadiff(job: Job, outcome, shots: int, spec, features, plan, validation) -> None:
+    """MetaDiff's per-episode test accuracies, and its accuracy on the validation episodes, into `outcome`."""
+    training, sampler_config = settings.train_config(job.config), settings.sampler_config(job.config)
+    model, noise, params, losses = denoiser(job, "metadiff", shots, spec, features, training, sampler_config)
     if len(losses):
         outcome.loss_curves[f"{shots}-shot"] = losses
     test = evaluate.episodes_from_plan(features["test"], plan)
-    say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes, sampler {job.config.metadiff.sampler.method}")
-    prototypes = evaluate.prototype_accuracies(test, spec.ways)
-    evaluator = evaluate.make_evaluator(model, noise, settings.sampler_config(job.config), spec.ways, mesh=job.mesh)
+    say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes, sampler {sampler_config.method}")
+    evaluator = evaluate.make_evaluator(model, noise, sampler_config, spec.ways, mesh=job.mesh)
     accuracies, per_step = evaluator(params, test, jax.random.PRNGKey(job.config.seed))
-    outcome.add("prototypes", prototypes, spec, plan)
-    outcome.add("metadiff", accuracies, spec, plan, reference=prototypes)
+    outcome.add("metadiff", accuracies, spec, plan)
+    outcome.choose(shots, "metadiff", {"steps": training.steps}, float(evaluator(params, validation, jax.random.PRNGKey(job.config.seed))[0].mean()))
     outcome.curves[f"metadiff {shots}-shot"] = per_step
-    outcome.baselines[f"prototypes {shots}-shot"] = float(prototypes.mean())
+
+
+def evaluate_rivals(job: Job, outcome, shots: int, spec, features, plan, validation) -> None:
+    """The non-diffusion rows on the same features and test episodes (baselines.features, and the one-step
+    regressor), each with its hyperparameters chosen on validation episodes, into `outcome`."""
+    config, rivals, ways = job.config, job.config.rivals, spec.ways
+    test = evaluate.episodes_from_plan(features["test"], plan)
+    say(f"[rivals {shots}-shot] {', '.join(rivals.rows)}: hyperparameters chosen on {rivals.validation_episodes} validation episodes")
+    prototypes = rival_features.select([{}], lambda _, e: evaluate.prototype_accuracies(e, ways), validation, test)
+    selected = {"prototypes": prototypes}
+    outcome.baselines[f"prototypes {shots}-shot"] = float(prototypes.test_accuracies.mean())
+    if "finetuned" in rivals.rows:
+        selected["finetuned"] = rival_features.select_finetuned(validation, test, ways, tuple(rivals.finetune_steps), tuple(rivals.finetune_learning_rates))
+    if "ridge" in rivals.rows:
+        selected["ridge"] = rival_features.select_ridge(
+            features["train"], shots, rivals.ridge_draws_per_class, tuple(rivals.ridge_strengths), config.seed, validation, test, ways
+        )
+    if "anil" in rivals.rows:
+        selected["anil_features"] = rival_features.select_anil(
+            features["train"],
+            spec,
+            tuple(rivals.anil_inner_lrs),
+            rivals.anil_inner_steps,
+            rivals.anil_outer_lr,
+            rivals.anil_steps,
+            rivals.anil_meta_batch,
+            config.seed,
+            validation,
+            test,
+        )
+    if "regressor" in rivals.rows:
+        training = dataclasses.replace(settings.train_config(config), objective="regression", query_loss=train.TrainConfig().query_loss)
+        one_step = sampler_lib.SamplerConfig("one_step")
+        model, noise, params, _ = denoiser(job, "regressor", shots, spec, features, training, one_step)
+        evaluator = evaluate.make_evaluator(model, noise, one_step, ways, mesh=job.mesh)
+        accuracies = lambda _, e: evaluator(params, e, jax.random.PRNGKey(config.seed))[0]
+        selected["regressor"] = rival_features.select([{"steps": training.steps}], accuracies, validation, test)
+    for name, row in selected.items():
+        outcome.add(name, row.test_accuracies, spec, plan)
+        outcome.choose(shots, name, row.choice, row.validation_accuracy)

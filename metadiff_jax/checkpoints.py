@@ -59,7 +59,7 @@ def is_saved(path: pathlib.Path) -> bool:
 
 
 # Entries sized by the run's length: a run resumed with more steps than it was started with keeps them.
-GROWABLE = ("losses",)
+GROWABLE = ("losses", "validation")
 
 
 def _leaf_shapes(tree) -> dict[str, tuple]:
@@ -147,3 +147,15 @@ def restore_latest(manager: ocp.CheckpointManager, template: dict):
             f"checkpoint {where} cannot be read ({type(error).__name__}: {error}). It is damaged: delete {where} to resume from the checkpoint before it."
         ) from error
     return restored, step
+
+
+def restore_best(directory: str, template):
+    """The item the training loop kept in `<directory>_best` (best validation accuracy), and its step."""
+    manager = checkpoint_manager(directory + "_best")
+    try:
+        restored = restore_latest(manager, template)
+    finally:
+        manager.close()
+    if restored is None:
+        raise CheckpointError(f"{directory}_best holds no checkpoint: the run was made without validation (checkpoint.validation_episodes = 0).")
+    return restored

@@ -110,6 +110,29 @@ def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, pa
     return jnp.mean(jax.vmap(episode_loss)(episode_keys, batch.targets, batch.support_features, batch.support_labels))
 
 
+# What the denoiser is trained to do (TrainConfig.objective): predict the noise of W_t (MetaDiff), or map the
+# support set to the targets in one forward pass (the one-step regressor, a baseline: no diffusion).
+OBJECTIVES = ("diffusion", "regression")
+
+
+def regression_weights(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, support_features, support_labels, ways: int):
+    """The one-step regressor's weights for ONE task: -denoiser(0, T - 1, support), `(ways, dim)`.
+
+    The denoiser's input is the mean of W_T ~ N(0, I), so its support-gradient condition is -p (the
+    prototypes); its output is read with a minus sign, as the noise estimate it would be at W_T, so that an
+    untrained network, whose output is near its condition, starts near the prototypes.
+    """
+    zeros = jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
+    return -denoiser.apply(params, zeros, schedule.num_timesteps - 1, support_features, support_labels)
+
+
+def regression_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, batch: TrainBatch, rng=None, first_episode=0):
+    """Mean squared error of the one-step regressor's weights against the targets W0 (no randomness)."""
+    ways = batch.targets.shape[1]
+    predicted = jax.vmap(lambda f, y: regression_weights(denoiser, schedule, params, f, y, ways))(batch.support_features, batch.support_labels)
+    return jnp.mean((predicted - batch.targets) ** 2)
+
+
 def make_train_step(
     denoiser: nn.Module,
     schedule: schedule_lib.NoiseSchedule,
@@ -120,6 +143,7 @@ def make_train_step(
     query_weight: float = 0.0,
     targets_from_batch: Callable[[TrainBatch], jnp.ndarray] | None = None,
     axis_name: str | None = None,
+    objective: str = "diffusion",
 ) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict]]:
     """The outer step, a pure function of (state, batch, rng); randomness is fold_in(rng, step).
 
@@ -132,14 +156,19 @@ def make_train_step(
     randomness as one device would), and the loss, its parts, the gradients and the health flag are averaged
     with lax.pmean over the axis before the update, so every device applies the same update.
 
+    `objective` "regression" trains the one-step regressor (regression_loss) instead of the noise predictor.
     With `query_loss` (`differentiable.make_query_loss`), the loss is the diffusion loss plus `query_weight`
     times the query-set loss of weights sampled through the reverse process, which then needs the batch's
     query features; metrics add `diffusion_loss` and `query_loss`. `targets_from_batch` replaces the batch's
     targets W0 by a function of the batch, inside the step (e.g. `finetuned_prototype_targets`).
     """
 
-    def objective(params, batch: TrainBatch, rng, first_episode):
-        loss = diffusion_loss(denoiser, schedule, params, batch, rng, first_episode)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}.")
+    base_loss = diffusion_loss if objective == "diffusion" else regression_loss
+
+    def total_loss(params, batch: TrainBatch, rng, first_episode):
+        loss = base_loss(denoiser, schedule, params, batch, rng, first_episode)
         if query_loss is None:
             return loss, {}
         if batch.query_features is None:
@@ -160,7 +189,7 @@ def make_train_step(
             # Differentiated as this device's own copy: the gradient is then its slice's, not (as JAX's transpose
             # of a replicated input would make it) already summed over the devices; the pmean below averages it.
             params = jax.lax.pcast(params, axis_name, to="varying")
-        (loss, parts), grads = jax.value_and_grad(lambda p: objective(p, batch, step_rng, first_episode), has_aux=True)(params)
+        (loss, parts), grads = jax.value_and_grad(lambda p: total_loss(p, batch, step_rng, first_episode), has_aux=True)(params)
         healthy = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         if axis_name is not None:
             loss, parts, grads = jax.lax.pmean((loss, parts, grads), axis_name)

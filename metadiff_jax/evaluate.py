@@ -110,15 +110,24 @@ def summarize(method: str, accuracies, ways: int, shots: int, reference=None) ->
     return MethodResult(method, ways, shots, len(accuracies), accuracy, ci95, diff, diff_ci)
 
 
-def results_table(results: list[MethodResult], reference: str) -> str:
-    """Markdown table of results, one row each, with the paired difference against `reference`."""
-    lines = [
-        f"| method | ways | shots | episodes | accuracy (%) | paired diff vs {reference} (points) |",
-        "|---|---|---|---|---|---|",
-    ]
+def results_table(results: list[MethodResult], reference: str | dict[int, str], validation: dict | None = None) -> str:
+    """Markdown table of results, one row each, with the paired difference against `reference`: one method's
+    name, or per shot count the method each row of that shot count is paired against (named in a column).
+    `validation` adds a column of validation accuracies by (method, shots), where the row was chosen."""
+    per_shot = isinstance(reference, dict)
+    against = "the rival named" if per_shot else reference
+    columns = ["method", "ways", "shots", "episodes"] + (["validation (%)"] if validation else []) + ["accuracy (%)", f"paired diff vs {against} (points)"]
+    columns += ["rival"] if per_shot else []
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
         diff = "" if r.paired_diff is None else f"{100 * r.paired_diff:+.2f} +- {100 * r.paired_ci95:.2f}"
-        lines.append(f"| {r.method} | {r.ways} | {r.shots} | {r.episodes} | {100 * r.accuracy:.2f} +- {100 * r.ci95:.2f} | {diff} |")
+        cells = [r.method, str(r.ways), str(r.shots), str(r.episodes)]
+        if validation:
+            value = validation.get((r.method, r.shots))
+            cells.append("" if value is None else f"{100 * value:.2f}")
+        cells += [f"{100 * r.accuracy:.2f} +- {100 * r.ci95:.2f}", diff]
+        cells += [reference.get(r.shots) or ""] if per_shot else []
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -60,6 +60,7 @@ def checkpointed_loop(
     wait_each_step: bool = False,
     progress: bool = True,
     description: str = "Meta-training",
+    patience: int | None = None,
 ):
     """The outer loop every meta-learner here shares: `state, metrics = step_fn(state, batch, rng)` for
     `steps` steps, with batches from `batches_from(first_step)` (a stream that is a function of the step
@@ -70,9 +71,12 @@ def checkpointed_loop(
     checkpoint (its metadata and shapes checked first) and saves {state, rng, losses} every
     `checkpoints.every` steps; `validate(state, step)` at each save picks the `best_item(state)` kept in
     `<directory>_best`; `should_stop()` true saves and raises Preempted. `place_state` puts a restored or
-    initial state where the step expects it (e.g. replicated over a mesh). Returns (state, losses).
+    initial state where the step expects it (e.g. replicated over a mesh). With `validate` and `patience`,
+    training stops early once `patience` validations in a row have not beaten the best one (the best is in
+    `<directory>_best`). Returns (state, losses of the steps run).
     """
     losses = np.zeros(steps, np.float32)
+    validation = np.full(steps, np.nan, np.float32)  # validation accuracy at the steps that had one
     first_step, manager, best = 0, None, None
     if checkpoints is not None:
         manager = checkpoints_lib.checkpoint_manager(checkpoints.directory, checkpoints.metadata, max_to_keep=checkpoints.keep)
@@ -81,12 +85,13 @@ def checkpointed_loop(
             best = checkpoints_lib.checkpoint_manager(
                 checkpoints.directory + "_best", max_to_keep=1, best_fn=lambda metrics: metrics["validation_accuracy"], best_mode="max"
             )
-        restored = checkpoints_lib.restore_latest(manager, {"state": state, "rng": rng, "losses": losses})
+        restored = checkpoints_lib.restore_latest(manager, {"state": state, "rng": rng, "losses": losses, "validation": validation})
         if restored is not None:
             record, first_step = restored
             state, rng = jax.tree_util.tree_map(jax.numpy.asarray, (record["state"], record["rng"]))
             kept = min(steps, len(record["losses"]))
             losses[:kept] = record["losses"][:kept]
+            validation[:kept] = record["validation"][:kept]
     state = place_state(state)
     batches = batches_from(first_step)
     pending = []  # this run's losses not yet copied into `losses`: reading them every step would sync
@@ -101,6 +106,11 @@ def checkpointed_loop(
             if open_manager is not None:
                 open_manager.wait_until_finished()
 
+    def stalled() -> bool:
+        seen = np.flatnonzero(np.isfinite(validation))
+        return patience is not None and len(seen) > 0 and int(np.sum(seen > seen[np.argmax(validation[seen])])) >= patience
+
+    done = first_step
     with tqdm.trange(first_step, steps, initial=first_step, total=steps, desc=description, unit="step", disable=not progress) as bar:
         for step in bar:
             state, metrics = step_fn(state, next(batches), rng)
@@ -109,23 +119,27 @@ def checkpointed_loop(
                 jax.block_until_ready(state)
             done = step + 1
             stop = should_stop is not None and should_stop()
-            save = manager is not None and (stop or done % checkpoints.every == 0)
+            # The last step is always saved (and validated): a finished run's best is among all it saw.
+            save = manager is not None and (stop or done % checkpoints.every == 0 or done == steps)
             if save or done % check_every == 0 or done == steps:
                 check(state, metrics)
                 bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
             if save:
                 flush()
-                checkpoints_lib.save_record(manager, done, {"state": state, "rng": rng, "losses": losses})
                 if best is not None:
-                    accuracy = float(validate(state, done))
+                    validation[step] = accuracy = float(validate(state, done))
                     checkpoints_lib.save_record(best, done, best_item(state), {"validation_accuracy": accuracy})
                     bar.set_postfix(loss=f"{losses[step]:.4f}", validation=f"{accuracy:.4f}")
+                checkpoints_lib.save_record(manager, done, {"state": state, "rng": rng, "losses": losses, "validation": validation})
             if stop:
                 finish_saves()
                 raise Preempted(done, checkpoints.directory if checkpoints else None)
+            if stalled():
+                bar.write(f"{description}: stopped early at step {done}: {patience} validations without a better one")
+                break
     flush()
     finish_saves()
     for open_manager in (manager, best):
         if open_manager is not None:
             open_manager.close()
-    return state, losses
+    return state, losses[: max(done, first_step)]

@@ -6,7 +6,9 @@ Methods (SAMPLERS):
   ddpm       the same plus sqrt(beta_t) z, z ~ N(0, I), for t > 0 (ancestral sampling);
   ddim       eta = 0 over an evenly spaced decreasing subsequence tau of `steps` timesteps,
              x0_hat = (W - sqrt(1 - abar_tau_i) eps_hat) / sqrt(abar_tau_i),
-             W <- sqrt(abar_tau_{i+1}) x0_hat + sqrt(1 - abar_tau_{i+1}) eps_hat   (abar = 1 after the last).
+             W <- sqrt(abar_tau_{i+1}) x0_hat + sqrt(1 - abar_tau_{i+1}) eps_hat   (abar = 1 after the last);
+  one_step   not a sampler: the one-step regressor's W = -denoiser(0, T - 1, support) (a baseline trained
+             with TrainConfig.objective = "regression"; diffusion.regression_weights).
 Start: W_T ~ N(0, I) ("noise", the reference) or the support prototypes ("prototypes").
 """
 
@@ -20,10 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from metadiff_jax import base_learner
+from metadiff_jax import diffusion as diffusion_lib
 from metadiff_jax import keys as keys_lib
 from metadiff_jax import schedule as schedule_lib
 
-SAMPLERS = ("ddpm_mean", "ddpm", "ddim")
+SAMPLERS = ("ddpm_mean", "ddpm", "ddim", "one_step")
 STARTS = ("noise", "prototypes")
 
 
@@ -46,12 +49,16 @@ class SamplerConfig:
                 f"Cannot sample with {self.steps} steps: the schedule has T = {num_timesteps} timesteps. "
                 f"Use 1 to {num_timesteps} steps."
             )
-        if self.method != "ddim" and self.steps not in (None, num_timesteps):
+        if self.method == "one_step" and self.steps not in (None, 1):
+            raise ValueError("one_step is one forward pass of the one-step regressor; leave steps unset.")
+        if self.method in ("ddpm_mean", "ddpm") and self.steps not in (None, num_timesteps):
             raise ValueError(
                 f"{self.method} always runs all T = {num_timesteps} steps; for {self.steps} steps use method 'ddim'."
             )
 
     def num_steps(self, num_timesteps: int) -> int:
+        if self.method == "one_step":
+            return 1
         return num_timesteps if self.steps is None else self.steps
 
 
@@ -76,6 +83,9 @@ def make_sample_task(
     timesteps = jnp.arange(num_timesteps - 1, -1, -1, dtype=jnp.int32)
 
     def sample_task(params, support_features, support_labels, rng, ways: int):
+        if config.method == "one_step":
+            weights = diffusion_lib.regression_weights(denoiser, schedule, params, support_features, support_labels, ways)
+            return (weights, jax.tree_util.tree_map(lambda x: x[None], observe(weights))) if observe else weights
         start_key, noise_key = jax.random.split(rng)
         if config.start == "noise":
             weights = jax.random.normal(start_key, (ways, support_features.shape[-1]), support_features.dtype)

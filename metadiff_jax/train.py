@@ -43,6 +43,9 @@ class TrainConfig:
     targets: str = "class_means"
     finetune_steps: int = 10  # finetuned_prototypes only: gradient steps on the labelled episode
     finetune_learning_rate: float = 0.5
+    # "diffusion" (MetaDiff) or "regression": the same denoiser trained as a one-step regressor from the
+    # support set to W0 (a baseline, sampled with SamplerConfig("one_step")).
+    objective: str = "diffusion"
     # The query-loss training mode (differentiable.py); its weight 0 is MetaDiff as published.
     query_loss: differentiable.QueryLossConfig = differentiable.QueryLossConfig()
 
@@ -56,6 +59,8 @@ class TrainConfig:
             raise FieldError("ema_decay", f"must be in [0, 1], got {self.ema_decay}.")
         if self.targets not in TARGETS:
             raise FieldError("targets", f"{self.targets!r} is unknown; known: {', '.join(TARGETS)}.")
+        if self.objective not in diffusion.OBJECTIVES:
+            raise FieldError("objective", f"{self.objective!r} is unknown; known: {', '.join(diffusion.OBJECTIVES)}.")
         if self.finetune_steps < 0:
             raise FieldError("finetune_steps", f"must be 0 or more, got {self.finetune_steps}.")
 
@@ -133,7 +138,7 @@ def train_denoiser(
     def make_step(axis_name=None):
         return diffusion.make_train_step(
             denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss.weight,
-            finetuned_targets if finetuned else None, axis_name,
+            finetuned_targets if finetuned else None, axis_name, config.objective,
         )
 
     if mesh is None:

@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,8 +42,9 @@ def _assert_same(a, b):
 
 def test_stopping_and_resuming_ends_bitwise_where_an_uninterrupted_run_ends(problem, tmp_path):
     straight, straight_losses = _train(problem, 12)
-    _train(problem, 6, tmp_path / "ckpt")  # saves at step 4 only; steps 5 and 6 are lost, as after a crash
-    assert sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == [4]
+    _train(problem, 6, tmp_path / "ckpt")  # saves at step 4 and at its last step, 6
+    assert sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == [4, 6]
+    shutil.rmtree(tmp_path / "ckpt" / "6")  # steps 5 and 6 lost, as after a crash
     resumed, resumed_losses = _train(problem, 12, tmp_path / "ckpt")  # resumes at step 4, trains 8 more
     assert int(resumed.step) == 12
     _assert_same(straight.params, resumed.params)
@@ -111,7 +113,12 @@ def test_kill_9_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     config = train.TrainConfig(steps=1, batch_size=4)
     template_state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), diffusion.make_optimizer())
     manager = ocp.CheckpointManager(directory, item_handlers={"record": ocp.StandardCheckpointHandler()})
-    template = {"state": template_state, "rng": jax.random.PRNGKey(config.seed), "losses": np.zeros(100_000, np.float32)}
+    template = {
+        "state": template_state,
+        "rng": jax.random.PRNGKey(config.seed),
+        "losses": np.zeros(100_000, np.float32),
+        "validation": np.zeros(100_000, np.float32),
+    }
     record, step = checkpoints.restore_latest(manager, template)
     assert step >= 1 and int(record["state"].step) == step and np.all(np.isfinite(record["losses"][:step]))
 
@@ -165,3 +172,37 @@ def test_a_baseline_resumes_bitwise_through_the_same_loop(tmp_path):
     _assert_same(straight.params, resumed.params)
     _assert_same(straight.opt_state, resumed.opt_state)
     np.testing.assert_array_equal(straight_losses, resumed_losses)
+
+
+def test_training_stops_when_validation_stops_rising_and_keeps_the_best_even_across_a_resume(tmp_path):
+    # A toy "model": the state is a counter; validation accuracy rises until step 6, then falls.
+    curve = {2: 0.3, 4: 0.5, 6: 0.8, 7: 0.7, 8: 0.7, 10: 0.75, 12: 0.6, 14: 0.9}
+    step_fn = lambda state, batch, rng: (state + 1, {"loss": jax.numpy.float32(1.0)})
+    batches = lambda first: iter(lambda: None, 1)
+
+    def train(should_stop=None):
+        policy = checkpoints.CheckpointPolicy(str(tmp_path / "ckpt"), every=2, keep=2)
+        return loop.checkpointed_loop(
+            step_fn,
+            jax.numpy.int32(0),
+            batches,
+            20,
+            jax.random.PRNGKey(0),
+            check=lambda s, m: None,
+            checkpoints=policy,
+            validate=lambda state, step: curve[step],
+            patience=3,
+            should_stop=should_stop,
+            progress=False,
+        )
+
+    requests = iter(range(100))
+    with pytest.raises(loop.Preempted):  # stopped at step 7 (a save and a validation there too: 7 -> 0.7)
+        train(should_stop=lambda: next(requests) == 6)
+    state, losses = train()
+    # Best 0.8 at step 6; then 0.7 (7), 0.7 (8), 0.75 (10): three without a new best -> stop at step 10, not 20.
+    assert int(state) == 10 and len(losses) == 10
+    best, step = checkpoints.restore_best(str(tmp_path / "ckpt"), jax.numpy.int32(0))
+    assert step == 6 and int(best) == 6
+    with pytest.raises(checkpoints.CheckpointError, match="holds no checkpoint"):
+        checkpoints.restore_best(str(tmp_path / "none"), jax.numpy.int32(0))

@@ -17,6 +17,8 @@ TINY = [
     "--config.metadiff.steps=30",
     "--config.metadiff.timesteps=50",
     "--config.episodes.test_episodes=20",
+    "--config.rivals.validation_episodes=30",
+    "--config.rivals.anil_steps=20",
 ]
 
 
@@ -44,27 +46,41 @@ def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Rendering kanjivg_glyphs/small" in first.stderr  # the dataset was missing: built, with a progress bar
     assert "| train | 64 | 1280 |" in first.stdout and "not Omniglot" in first.stdout
-    assert "| method | ways | shots | episodes | accuracy (%) | paired diff vs prototypes (points) |" in first.stdout
+    assert "| method | ways | shots | episodes | validation (%) | accuracy (%) | paired diff vs the rival named (points) | rival |" in first.stdout
 
     results = json.loads((workdir / "results.json").read_text())
     rows = {(r["method"], r["shots"]): r for r in results["results"]}
-    assert set(rows) == {("prototypes", 1), ("metadiff", 1), ("prototypes", 5), ("metadiff", 5)}
+    methods = ("prototypes", "finetuned", "ridge", "anil_features", "regressor", "metadiff")
+    assert set(rows) == {(method, k) for method in methods for k in (1, 5)}
     for row in rows.values():
         assert row["ways"] == 5 and row["episodes"] == 20 and 0 <= row["accuracy"] <= 1 and row["ci95"] >= 0
-    assert rows[("metadiff", 1)]["paired_diff"] is not None and rows[("prototypes", 1)]["paired_diff"] is None
-    assert results["dataset"] == "kanjivg_glyphs/small:1.0.0" and results["seed"] == 0
+    for k in ("1", "5"):
+        # Each row was chosen on validation episodes, and is paired against the rival best on validation.
+        chosen = results["selected_on_validation"][k]
+        assert set(chosen) == set(methods) and all(0 <= c["validation_accuracy"] <= 1 for c in chosen.values())
+        rival = results["paired_against"][k]
+        assert rival != "metadiff" and chosen[rival]["validation_accuracy"] == max(c["validation_accuracy"] for m, c in chosen.items() if m != "metadiff")
+        assert rows[(rival, int(k))]["paired_diff"] is None and rows[("metadiff", int(k))]["paired_diff"] is not None
+    assert results["selected_on_validation"]["1"]["finetuned"]["choice"]["steps"] in (5, 10, 25, 50)
+    assert results["dataset"] == "kanjivg_glyphs/small:2.0.0" and results["seed"] == 0
     assert set(results["test_episodes_sha256"]) == {"1", "5"} and results["versions"]["jax"]
     assert results["config"]["metadiff"]["steps"] == 30
     for name in ("data_samples", "accuracy_per_step", "training_loss"):
         assert (workdir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "tensorboard").iterdir())
-    for checkpoint in ("backbone", "metadiff_1shot", "metadiff_5shot"):
+    for checkpoint in ("backbone", "metadiff_1shot", "metadiff_5shot", "regressor_1shot", "regressor_5shot"):
         assert (workdir / "checkpoints" / checkpoint).is_dir()
     assert (workdir / "test_episodes_1shot.npz").is_file()
 
     second = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
     assert second.returncode == 0, second.stderr[-3000:]
-    for stage in ("[pretrain] done earlier", "[features] cached", "[metadiff 1-shot] done earlier", "[metadiff 5-shot] done earlier"):
+    for stage in (
+        "[pretrain] done earlier",
+        "[features] cached",
+        "[metadiff 1-shot] done earlier",
+        "[metadiff 5-shot] done earlier",
+        "[regressor 1-shot] done earlier",
+    ):
         assert stage in second.stdout
     rerun = json.loads((workdir / "results.json").read_text())
     assert rerun["results"] == results["results"]  # the same checkpoints and episodes give the same numbers
@@ -81,7 +97,7 @@ def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
     [
         ("--config.episodes.wayz=3", "unknown config key episodes.wayz"),
         ("--config.dataset.name=imagenet21k", "Unknown dataset 'imagenet21k'. Known datasets: cifar_fs, fc100, kanjivg_glyphs, mini_imagenet"),
-        ("--config.dataset.config=32px", "no config '32px'. Known configs: 28px, 84px, small"),
+        ("--config.dataset.config=32px", "no config '32px'. Known configs: mini_28px, 28px, 84px, small"),
         ("--config.episodes.ways=30", "30-way episodes need 30 classes"),
         ("--config.episodes.queries=25", "shots + queries = 1 + 25 = 26"),
         ("--config.metadiff.sampler.steps=500", "Cannot sample with 500 steps: the schedule has T = 100"),
@@ -107,10 +123,23 @@ def test_unwritable_workdir_is_refused_before_any_work(small_data_dir, tmp_path)
 def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, small_data_dir):
     workdir = tmp_path / "protonet"
     result = subprocess.run(
-        [sys.executable, "-m", "launch.main", "--config", "configs/baselines/protonet.py", "--workdir", str(workdir),
-         f"--config.dataset.data_dir={small_data_dir}", "--config.dataset.config=small", "--config.baseline.steps=3",
-         "--config.episodes.test_episodes=20"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "launch.main",
+            "--config",
+            "configs/baselines/protonet.py",
+            "--workdir",
+            str(workdir),
+            f"--config.dataset.data_dir={small_data_dir}",
+            "--config.dataset.config=small",
+            "--config.baseline.steps=3",
+            "--config.episodes.test_episodes=20",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
@@ -147,8 +176,17 @@ def _distributed(port: int, process_id: int) -> list[str]:
 
 
 def test_main_job_on_two_processes_gives_the_results_of_one(tmp_path, small_data_dir):
-    args = ["--config", "configs/quick.py", f"--config.dataset.data_dir={small_data_dir}", *TINY, "--config.metadiff.steps=20", "--config.episodes.shots=(1,)",
-            "--config.checkpoint.every=10", "--config.checkpoint.validation_episodes=10"]  # saves and validation on both hosts
+    args = [
+        "--config",
+        "configs/quick.py",
+        f"--config.dataset.data_dir={small_data_dir}",
+        *TINY,
+        "--config.metadiff.steps=20",
+        "--config.episodes.shots=(1,)",
+        "--config.checkpoint.every=10",
+        "--config.checkpoint.validation_episodes=10",
+        "--config.rivals.rows=()",  # MetaDiff's data-parallel path; the rivals are checked in the single-process tests
+    ]  # saves and validation on both hosts
     one = run_main("--workdir", str(tmp_path / "one"), *args[2:])
     assert one.returncode == 0, one.stderr[-3000:]
     port = free_port()

@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def _args(data_dir, workdir, *extra):
     # One shot count: what is checked here does not depend on it, and the suite's time does.
     return ["--workdir", str(workdir), f"--config.dataset.data_dir={data_dir}", *TINY, "--config.episodes.shots=(1,)", "--config.checkpoint.every=100",
-            "--config.checkpoint.validation_episodes=0", *extra]
+            "--config.checkpoint.validation_episodes=0", "--config.rivals.rows=()", *extra]
 
 
 def _signal_when(line_start: str, args: list[str], signum=signal.SIGTERM) -> tuple[int, str, str]:
