@@ -78,6 +78,8 @@ def table(main: pathlib.Path, workdir: pathlib.Path, names: list[str]) -> list[d
             if not key.startswith("metadiff_"):
                 continue
             shots = key.removeprefix("metadiff_").removesuffix("shot")
+            if results["dataset"] != main_results["dataset"]:
+                raise SystemExit(f"error: {run_dir} was made on {results['dataset']}, {main} on {main_results['dataset']}; they cannot be paired.")
             if results["test_episodes_sha256"][shots] != main_results["test_episodes_sha256"][shots]:
                 raise SystemExit(f"error: {run_dir} was evaluated on other {shots}-shot test episodes than {main}; it cannot be paired.")
             result = evaluate.summarize(name, values, ways, int(shots), None if name == "main" else main_accuracies[key])

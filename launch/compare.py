@@ -28,9 +28,16 @@ def load(workdir: pathlib.Path):
 
 
 def compare(workdirs: list[pathlib.Path], reference: str) -> str:
-    per_episode, hashes, ways = {}, {}, {}
+    per_episode, hashes, ways, datasets = {}, {}, {}, set()
     for workdir in workdirs:
         results, accuracies = load(workdir)
+        datasets.add(results["dataset"])
+        if len(datasets) > 1:
+            # Episode-list hashes cover indices only: the same indices into another dataset are other images.
+            raise SystemExit(
+                f"error: {workdir} was made on {results['dataset']}, the runs before it on {sorted(datasets - {results['dataset']})[0]}; "
+                "only runs on the same dataset can be paired."
+            )
         for key, values in accuracies.items():
             method, shots = key.rsplit("_", 1)
             shots = int(shots.removesuffix("shot"))

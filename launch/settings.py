@@ -76,7 +76,7 @@ def make_baseline(config, ways: int):
     """The image-episode learner of a baseline config (config.method is not metadiff)."""
     backbone = make_backbone(config)
     if config.method == "protonet":
-        return protonet.ProtoNetLearner(backbone, ways, config.baseline.outer_lr)
+        return protonet.ProtoNetLearner(backbone, ways, config.baseline.outer_lr, config.baseline.transductive)
     settings = _built("baseline", lambda: config_dict.from_section(gradient.GradientMetaConfig, config.baseline, method=config.method))
     return gradient.GradientMetaLearner(backbone, ways, settings)
 

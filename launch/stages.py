@@ -88,10 +88,27 @@ def pretrained_backbone(job: Job, splits):
         say(f"[pretrain] done earlier: restoring {path}")
         return backbone, checkpoints.restore_tree(path, abstract)
     job.require_done("pretraining")
-    say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs")
-    variables, history = pretrain.pretrain(
-        backbone, splits["train"], splits["validation"], settings.pretrain_config(config), progress=parallel.is_main_process()
-    )
+    pretrain_config = settings.pretrain_config(config)
+    # Every finished epoch is saved: a stopped run resumes from its last finished epoch, exactly.
+    made_from = _made_from(config, splits["train"].identity, 0)
+    manager = checkpoints.checkpoint_manager(str(path) + "_progress", made_from, max_to_keep=1)
+    checkpoints.check_metadata(manager, made_from)
+    template = pretrain.progress_record(pretrain.initial_progress(backbone, splits["train"], pretrain_config))
+    restored = checkpoints.restore_latest(manager, template)
+    resume = None if restored is None else pretrain.progress_from_record(restored[0])
+    done = "" if resume is None else f", resuming after epoch {resume.epochs_done}"
+    say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs{done}")
+
+    def save_epoch(progress) -> None:
+        checkpoints.save_record(manager, progress.epochs_done, pretrain.progress_record(progress))
+        manager.wait_until_finished()  # a stop right after an epoch keeps it
+
+    try:
+        variables, history = pretrain.pretrain(
+            backbone, splits["train"], splits["validation"], pretrain_config, parallel.is_main_process(), resume, save_epoch
+        )
+    finally:
+        manager.close()
     for record in history:
         writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
         writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])

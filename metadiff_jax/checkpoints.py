@@ -59,7 +59,7 @@ def is_saved(path: pathlib.Path) -> bool:
 
 
 # Entries sized by the run's length: a run resumed with more steps than it was started with keeps them.
-GROWABLE = ("losses", "validation")
+GROWABLE = ("losses", "validation", "history")
 
 
 def _leaf_shapes(tree) -> dict[str, tuple]:

@@ -9,7 +9,7 @@ inside the jitted step: a random shift (pad and crop) and, for natural images, a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -145,11 +145,63 @@ def prototype_accuracy(features: np.ndarray, split: ClassIndexedSplit, count: in
     return float(np.mean(evaluate.prototype_accuracies(episodes, 5)))
 
 
-def pretrain(backbone: nn.Module, train_split: ClassIndexedSplit, validation_split: ClassIndexedSplit, config: PretrainConfig, progress: bool = True):
+class PretrainProgress(NamedTuple):
+    """Everything pretraining carries from one epoch to the next: resuming from it continues exactly."""
+
+    epochs_done: int
+    state: PretrainState
+    best_validation: float
+    best_variables: Any  # the backbone variables of the best epoch so far
+    history: list  # one dict per finished epoch
+
+
+HISTORY_FIELDS = ("epoch", "loss", "train_accuracy", "validation_1shot_accuracy")
+
+
+def initial_progress(backbone: nn.Module, train_split: ClassIndexedSplit, config: PretrainConfig) -> PretrainProgress:
+    """The progress before the first epoch (best_variables: the initial backbone's, as a shape template)."""
+    model = Classifier(backbone, train_split.num_classes, config.rotation)
+    steps = config.epochs * max(1, int(np.sum(train_split.class_sizes)) // config.batch_size)
+    variables = model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, *train_split.image_shape), jnp.float32), train=False)
+    state = PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], make_optimizer(config, steps).init(variables["params"]))
+    return PretrainProgress(0, state, -1.0, {"params": variables["params"]["backbone"], "batch_stats": variables["batch_stats"]["backbone"]}, [])
+
+
+def progress_record(progress: PretrainProgress) -> dict:
+    """A PretrainProgress as a tree of arrays (for a checkpoint); history as a (epochs, 4) table."""
+    table = np.array([[record[name] for name in HISTORY_FIELDS] for record in progress.history], np.float64).reshape(-1, len(HISTORY_FIELDS))
+    return {
+        "epochs_done": np.int32(progress.epochs_done),
+        "state": progress.state,
+        "best_validation": np.float64(progress.best_validation),
+        "best_variables": progress.best_variables,
+        "history": table,
+    }
+
+
+def progress_from_record(record: dict) -> PretrainProgress:
+    history = [{"epoch": int(row[0]), **{name: float(value) for name, value in zip(HISTORY_FIELDS[1:], row[1:])}} for row in np.asarray(record["history"])]
+    state = jax.tree_util.tree_map(jnp.asarray, record["state"])
+    return PretrainProgress(int(record["epochs_done"]), state, float(record["best_validation"]), record["best_variables"], history)
+
+
+def pretrain(
+    backbone: nn.Module,
+    train_split: ClassIndexedSplit,
+    validation_split: ClassIndexedSplit,
+    config: PretrainConfig,
+    progress: bool = True,
+    resume: PretrainProgress | None = None,
+    on_epoch: Callable[[PretrainProgress], None] | None = None,
+):
     """Trains `backbone` with a class head over all train classes; keeps the epoch whose features give the
     best 5-way 1-shot prototype accuracy on validation episodes.
 
-    Returns (backbone variables {"params", "batch_stats"} of the best epoch, history: list of per-epoch dicts).
+    `on_epoch(progress)` is called after every finished epoch (e.g. to save it; the state is donated to the
+    next step, so copy what you keep); `resume` continues from such
+    a progress: an epoch's batches and augmentation are functions of (seed, epoch, step), so a resumed run
+    ends exactly where an uninterrupted one does. Returns (backbone variables {"params", "batch_stats"} of
+    the best epoch, history: list of per-epoch dicts).
     """
     model = Classifier(backbone, train_split.num_classes, config.rotation)
     labels_all = np.repeat(np.arange(train_split.num_classes, dtype=np.int32), train_split.class_sizes)
@@ -157,13 +209,12 @@ def pretrain(backbone: nn.Module, train_split: ClassIndexedSplit, validation_spl
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {len(labels_all)} training images; lower it.")
     rng = jax.random.PRNGKey(config.seed)
-    variables = model.init(rng, jnp.zeros((1, *train_split.image_shape), jnp.float32), train=False)
     optimizer = make_optimizer(config, config.epochs * steps_per_epoch)
-    state = PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+    resume = resume or initial_progress(backbone, train_split, config)
+    state, best, history = resume.state, (resume.best_validation, resume.best_variables), list(resume.history)
     train_step = make_train_step(model, optimizer, config)
     encode = make_encoder(backbone)
-    best, history = None, []
-    for epoch in range(config.epochs):
+    for epoch in range(resume.epochs_done, config.epochs):
         order = np.random.default_rng([config.seed, epoch]).permutation(len(labels_all))
         indices = (np.sort(order[step * config.batch_size : (step + 1) * config.batch_size]) for step in range(steps_per_epoch))
         # Read in a background thread, two batches ahead: a split read from disk (dataset.in_memory=False)
@@ -193,6 +244,8 @@ def pretrain(backbone: nn.Module, train_split: ClassIndexedSplit, validation_spl
                 f"epoch {epoch + 1}: loss {record['loss']:.3f}, train accuracy {record['train_accuracy']:.3f}, "
                 f"validation 5-way 1-shot prototypes {validation:.3f}"
             )
-        if best is None or validation > best[0]:
+        if validation > best[0]:
             best = (validation, jax.device_get(backbone_variables))
+        if on_epoch is not None:
+            on_epoch(PretrainProgress(epoch + 1, state, best[0], best[1], list(history)))
     return best[1], history

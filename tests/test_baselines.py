@@ -102,3 +102,36 @@ def test_anil_adapts_only_the_head(splits):
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="Unknown gradient-based method 'reptile'"):
         gradient.GradientMetaConfig("reptile")
+
+
+class BatchNormNet(nn.Module):
+    """A backbone with batch norm, whose outputs depend on the batch it sees (as Conv-4's do)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(16)(x)
+        return nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+
+
+@pytest.mark.parametrize("method", ["maml", "protonet"])
+def test_non_transductive_evaluation_classifies_each_query_alone(splits, method):
+    def learner(transductive):
+        if method == "protonet":
+            return protonet.ProtoNetLearner(BatchNormNet(), 5, transductive=transductive)
+        return gradient.GradientMetaLearner(BatchNormNet(), 5, gradient.GradientMetaConfig(method, inner_steps=2, inner_lr=0.5, transductive=transductive))
+
+    support_x, support_y, query_x, query_y = (a[0] for a in batch(splits["test"], 7, 1))
+    state = learner(True).init(jax.random.PRNGKey(0), support_x)
+    # Half of the queries replaced by loud noise: with batch statistics shared across queries they would
+    # move every query's normalisation; classified alone, each query's answer is its own.
+    queries = query_x.at[::2].set(jax.random.normal(jax.random.PRNGKey(1), query_x[::2].shape) * 50.0)
+
+    def accuracies(learn):
+        whole = float(learn.query_accuracy(state, support_x, support_y, queries, query_y))
+        alone = np.mean([float(learn.query_accuracy(state, support_x, support_y, queries[i : i + 1], query_y[i : i + 1])) for i in range(len(queries))])
+        return whole, alone
+
+    whole, alone = accuracies(learner(False))
+    assert whole == pytest.approx(alone)
+    whole, alone = accuracies(learner(True))
+    assert whole != pytest.approx(alone)  # transductive: a query alone in its batch is normalised to nothing

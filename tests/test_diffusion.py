@@ -117,3 +117,19 @@ def test_finetuned_prototype_targets_replace_the_class_means_inside_the_step():
     plain = df.make_train_step(model, schedule, optimizer)(state, batch, jax.random.PRNGKey(0))[1]["loss"]
     tuned_step = df.make_train_step(model, schedule, optimizer, targets_from_batch=lambda b: df.finetuned_prototype_targets(b, steps=5))
     assert float(tuned_step(state, batch, jax.random.PRNGKey(0))[1]["loss"]) != float(plain)
+
+
+def test_the_train_step_updates_the_ema_exactly_once_past_its_start():
+    model, schedule, optimizer, params, step = setup(ema_start=3)
+    train_step = jax.jit(step)  # not donated: the states before and after are compared
+    state = df.init_state(params, optimizer)
+    rng = jax.random.PRNGKey(1)
+    for i in range(2):
+        state, _ = train_step(state, make_batch(i), rng)
+    chex.assert_trees_all_equal(state.ema_params, state.params)  # steps 1 and 2: a plain copy
+    before = state
+    state, _ = train_step(before, make_batch(2), rng)  # step 3 = ema_start: the first average
+    assert int(state.step) == 3
+    expected = jax.tree_util.tree_map(lambda ema, new: 0.9 * ema + 0.1 * new, before.ema_params, state.params)
+    chex.assert_trees_all_close(state.ema_params, expected, rtol=1e-6, atol=1e-7)
+    assert float(optax.tree.norm(jax.tree_util.tree_map(lambda a, b: a - b, state.ema_params, state.params))) > 0

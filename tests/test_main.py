@@ -70,7 +70,22 @@ def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
     assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "tensorboard").iterdir())
     for checkpoint in ("backbone", "metadiff_1shot", "metadiff_5shot", "regressor_1shot", "regressor_5shot"):
         assert (workdir / "checkpoints" / checkpoint).is_dir()
-    assert (workdir / "test_episodes_1shot.npz").is_file()
+    # The saved test episodes are episodes of the test split (load_plan checks the split's identity), and
+    # every row was scored on exactly those episodes.
+    from metadiff_jax.data import datasets, episodes
+
+    builder = datasets.make_builder("kanjivg_glyphs", "small", data)
+    test_split, validation_split = (datasets.load_split(builder, name, progress=False) for name in ("test", "validation"))
+    for k in (1, 5):
+        plan, spec, seed = episodes.load_plan(workdir / f"test_episodes_{k}shot.npz", test_split)
+        assert spec.shots == k and seed == 2024 and len(plan.classes) == 20
+        assert episodes.plan_hash(plan) == results["test_episodes_sha256"][str(k)]
+        assert set(np.unique(plan.classes)) <= set(range(test_split.num_classes))
+        with pytest.raises(episodes.EpisodeError, match="not of .*validation"):
+            episodes.load_plan(workdir / f"test_episodes_{k}shot.npz", validation_split)
+    # The prototype classifier on pretrained features is well above chance (20 %), even after one epoch.
+    prototypes = np.load(workdir / "per_episode_accuracy.npz")["prototypes_1shot"]
+    assert prototypes.mean() - 1.96 * prototypes.std() / np.sqrt(len(prototypes)) > 0.2, prototypes.mean()
 
     second = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -150,9 +165,9 @@ def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, 
     assert (workdir / "checkpoints" / "protonet_5shot").is_dir()
 
 
-def _fake_run(path, method, accuracies, digest="abc"):
+def _fake_run(path, method, accuracies, digest="abc", dataset="kanjivg_glyphs/mini_28px:2.0.0"):
     path.mkdir()
-    results = {"test_episodes_sha256": {"1": digest}, "config": {"episodes": {"ways": 5}}}
+    results = {"test_episodes_sha256": {"1": digest}, "config": {"episodes": {"ways": 5}}, "dataset": dataset}
     (path / "results.json").write_text(json.dumps(results))
     np.savez(path / "per_episode_accuracy.npz", **{f"{method}_1shot": np.asarray(accuracies)})
 
@@ -169,6 +184,10 @@ def test_compare_pairs_runs_on_the_same_episodes_and_refuses_others(tmp_path):
     _fake_run(tmp_path / "c", "anil", [0.5] * 4, digest="other")
     with pytest.raises(SystemExit, match="other 1-shot test episodes"):
         compare.compare([tmp_path / "a", tmp_path / "c"], "metadiff")
+    # The same episode indices into another dataset (84 px renders, say) are other images: refused.
+    _fake_run(tmp_path / "d", "maml", [0.6] * 4, dataset="kanjivg_glyphs/84px:2.0.0")
+    with pytest.raises(SystemExit, match="made on kanjivg_glyphs/84px:2.0.0, the runs before it on kanjivg_glyphs/mini_28px:2.0.0"):
+        compare.compare([tmp_path / "a", tmp_path / "d"], "metadiff")
 
 
 def _distributed(port: int, process_id: int) -> list[str]:
@@ -281,3 +300,15 @@ def test_every_ablation_file_changes_only_metadiff_keys_of_the_default_config():
     for name in names:
         config, changed = ablate.ablated_config(default.get_config(), name)
         assert changed and all(key.startswith("metadiff.") for key in changed), name
+
+
+def test_ablation_table_refuses_a_run_made_on_another_dataset(tmp_path):
+    from launch import ablate
+
+    _fake_run(tmp_path / "main", "metadiff", [0.8, 0.6, 1.0, 0.6])
+    (tmp_path / "suite").mkdir()
+    _fake_run(tmp_path / "suite" / "ema_off", "metadiff", [0.6] * 4)
+    assert [r["ablation"] for r in ablate.table(tmp_path / "main", tmp_path / "suite", ["ema_off"])] == ["main", "ema_off"]
+    _fake_run(tmp_path / "suite" / "sampler_ddim_10", "metadiff", [0.6] * 4, dataset="kanjivg_glyphs/84px:2.0.0")
+    with pytest.raises(SystemExit, match="was made on kanjivg_glyphs/84px:2.0.0"):
+        ablate.table(tmp_path / "main", tmp_path / "suite", ["sampler_ddim_10"])

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from metadiff_jax import backbones as bb
 from metadiff_jax import pretrain as pt
@@ -50,3 +51,32 @@ def test_feature_cache_key_follows_the_backbone_and_the_dataset():
     assert key == feature_cache_key({"params": {"w": np.ones(3, np.float32)}}, "kanjivg_glyphs/28px:1.0.0")
     assert key != feature_cache_key(changed, "kanjivg_glyphs/28px:1.0.0")
     assert key != feature_cache_key(variables, "kanjivg_glyphs/28px:1.1.0")
+
+
+def test_pretraining_stopped_after_an_epoch_resumes_exactly_from_its_checkpoint(small_splits, tmp_path):
+    from metadiff_jax import checkpoints
+
+    config = pt.PretrainConfig(epochs=2, batch_size=128, validation_episodes=20)
+    backbone = bb.make_backbone("conv4", width=8)
+    straight, straight_history = pt.pretrain(backbone, small_splits["train"], small_splits["validation"], config, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    manager = checkpoints.checkpoint_manager(str(tmp_path / "progress"), max_to_keep=1)
+
+    def save_and_stop(progress):
+        checkpoints.save_record(manager, progress.epochs_done, pt.progress_record(progress))
+        manager.wait_until_finished()
+        raise Stop  # as a signal would, right after the first epoch
+
+    with pytest.raises(Stop):
+        pt.pretrain(backbone, small_splits["train"], small_splits["validation"], config, progress=False, on_epoch=save_and_stop)
+    template = pt.progress_record(pt.initial_progress(backbone, small_splits["train"], config))
+    record, step = checkpoints.restore_latest(manager, template)
+    resume = pt.progress_from_record(record)
+    assert step == 1 and resume.epochs_done == 1 and resume.history == straight_history[:1]
+    resumed, resumed_history = pt.pretrain(backbone, small_splits["train"], small_splits["validation"], config, progress=False, resume=resume)
+    assert resumed_history == straight_history
+    for a, b in zip(jax.tree_util.tree_leaves(straight), jax.tree_util.tree_leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

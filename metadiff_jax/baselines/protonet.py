@@ -1,8 +1,9 @@
 """Prototypical networks (Snell et al. 2017): the backbone trained episodically with prototype logits.
 
 logits_ik = -||f(x_i) - p_k||^2 with p_k the mean support feature of class k. Batch norm uses the batch's
-statistics in training and evaluation alike (as the gradient-based family here does), so the two are
-compared on equal terms. The frozen-backbone prototype classifier of Meta-Baseline (cosine, scale 10) is
+statistics in training and, by default, evaluation alike (as the gradient-based family here does), so the
+two are compared on equal terms; `transductive=False` classifies each query alone at test time. The
+frozen-backbone prototype classifier of Meta-Baseline (cosine, scale 10) is
 `metadiff_jax.evaluate.prototype_weights` and needs no training.
 """
 
@@ -28,10 +29,13 @@ class ProtoState(NamedTuple):
 class ProtoNetLearner:
     """meta_train_step(state, episodes, rng) and adapt(state, support_x, support_y) -> prototypes."""
 
-    def __init__(self, backbone: nn.Module, ways: int, learning_rate: float = 1e-3):
+    def __init__(self, backbone: nn.Module, ways: int, learning_rate: float = 1e-3, transductive: bool = True):
+        """`transductive`: at test time, queries normalised with their own batch's statistics (True) or each
+        alone with the support set (False; see gradient.GradientMetaConfig.transductive)."""
         self.backbone = backbone
         self.ways = ways
         self.optimizer = optax.adam(learning_rate)
+        self.transductive = transductive
 
     def init(self, rng, example_x) -> ProtoState:
         variables = self.backbone.init(rng, example_x, train=False)
@@ -64,4 +68,9 @@ class ProtoNetLearner:
         return base_learner.prototypes(self._features(state.params, state.batch_stats, support_x), support_y, self.ways)
 
     def query_accuracy(self, state: ProtoState, support_x, support_y, query_x, query_y):
-        return self.episode_loss(state.params, state.batch_stats, support_x, support_y, query_x, query_y)[1]
+        if self.transductive:
+            return self.episode_loss(state.params, state.batch_stats, support_x, support_y, query_x, query_y)[1]
+        prototypes = self.adapt(state, support_x, support_y)
+        one = lambda q: self._features(state.params, state.batch_stats, jnp.concatenate([support_x, q[None]]))[-1]
+        logits = -jnp.sum((jax.vmap(one)(query_x)[:, None, :] - prototypes[None]) ** 2, axis=-1)
+        return jnp.mean(jnp.argmax(logits, -1) == query_y)

@@ -1,6 +1,8 @@
-"""One of two processes joined on a loopback coordinator: train 3 data-parallel steps, print the params' sum.
+"""Train 3 data-parallel steps as one of two processes joined on a loopback coordinator, or as one process
+alone on the same global batches; save the final parameters.
 
-Usage: python multiprocess_check.py PROCESS_ID PORT
+Usage: python multiprocess_check.py OUT.npz PROCESS_ID PORT    (one of two processes)
+       python multiprocess_check.py OUT.npz                    (one process: the reference)
 """
 
 import functools
@@ -9,8 +11,9 @@ import sys
 
 from metadiff_jax import parallel
 
-process_id, port = int(sys.argv[1]), sys.argv[2]
-parallel.initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+out = sys.argv[1]
+if len(sys.argv) > 2:
+    parallel.initialize_distributed(f"127.0.0.1:{sys.argv[3]}", num_processes=2, process_id=int(sys.argv[2]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -26,19 +29,14 @@ optimizer = diffusion.make_optimizer(1e-3)
 mesh = parallel.make_mesh()
 step = parallel.data_parallel_step(functools.partial(diffusion.make_train_step, model, schedule.linear_schedule(100), optimizer), mesh)
 state = parallel.put_replicated(diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer), mesh)
+# Each process samples only its own half of every global batch of 8 episodes; one process samples all 8.
 stream = train.training_batches(splits["train"], targets, spec, batch_size=8, seed=0, shard_index=jax.process_index(), shard_count=jax.process_count())
 for _ in range(3):
     state, metrics = step(state, parallel.global_batch(next(stream), mesh), jax.random.PRNGKey(1))
     jax.block_until_ready(state)
-leaves = [np.asarray(leaf.addressable_data(0)) for leaf in jax.tree_util.tree_leaves(state.params)]
+leaves = {jax.tree_util.keystr(path): parallel.host_value(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
+if jax.process_index() == 0:
+    np.savez(out, **leaves)
 print(
-    json.dumps(
-        {
-            "process": jax.process_index(),
-            "processes": jax.process_count(),
-            "devices": jax.device_count(),
-            "step": int(state.step.addressable_data(0)),
-            "checksum": float(sum(leaf.astype(np.float64).sum() for leaf in leaves)),
-        }
-    )
+    json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(), "step": int(parallel.host_value(state.step))})
 )
