@@ -64,6 +64,11 @@ def get_config() -> ml_collections.ConfigDict:
     # "normalized_gradient" (W - p) measured better than the reference's "gradient" 2K (W - p) on this
     # dataset at both shot counts (README); set "gradient" to run the reference form.
     config.metadiff.condition = "normalized_gradient"
+    # Where the diffusion is centred (denoiser.origin): "zero" diffuses W from N(0, I), the reference;
+    # "prototypes" diffuses W - p from N(p, I) (README, "Does MetaDiff work?").
+    config.metadiff.anchor = "zero"
+    # What the denoiser predicts: "eps", the noise (the reference), or "x0", the clean weights.
+    config.metadiff.prediction = "eps"
     # Scale features so that MetaDiff's targets have unit standard deviation (the scale of its noise).
     config.metadiff.unit_scale_targets = True
     config.metadiff.schedule = "linear"

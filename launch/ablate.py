@@ -23,7 +23,9 @@ import sys
 
 ABLATIONS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "ablations"
 # Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
-EVALUATION_KEYS = {"metadiff.sampler.method", "metadiff.sampler.steps", "metadiff.sampler.start", "metadiff.evaluate_ema"}
+EVALUATION_KEYS = {
+    "metadiff.sampler.method", "metadiff.sampler.steps", "metadiff.sampler.start", "metadiff.sampler.draws", "metadiff.evaluate_ema", "metadiff.evaluate"
+}
 
 
 def available() -> list[str]:
@@ -54,7 +56,8 @@ def link_shared_stages(main: pathlib.Path, workdir: pathlib.Path, changed: list[
     links = {workdir / "checkpoints" / "backbone": main / "checkpoints" / "backbone", workdir / "features": main / "features"}
     if set(changed) <= EVALUATION_KEYS:
         for k in shots:
-            links[workdir / "checkpoints" / f"metadiff_{k}shot"] = main / "checkpoints" / f"metadiff_{k}shot"
+            for suffix in ("", "_progress_best"):
+                links[workdir / "checkpoints" / f"metadiff_{k}shot{suffix}"] = main / "checkpoints" / f"metadiff_{k}shot{suffix}"
             links[workdir / f"metadiff_{k}shot_losses.npy"] = main / f"metadiff_{k}shot_losses.npy"
     for link, target in links.items():
         if not link.exists() and target.exists():
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[ablation {position}/{len(names)}] {name}: done earlier", flush=True)
             continue
         print(f"[ablation {position}/{len(names)}] {name}: {', '.join(changed)}", flush=True)
+        # The rivals do not depend on MetaDiff's keys: the main run has them. Only prototypes stay, to pair with.
+        config.rivals.rows = ()
         link_shared_stages(args.main, workdir, changed, shots)
         try:
             pipeline.run(config, workdir, stopper)

@@ -64,7 +64,8 @@ def noise_schedule(config) -> schedule.NoiseSchedule:
 
 
 def make_denoiser(config, dim: int):
-    kwargs = {"condition": config.metadiff.condition} if config.metadiff.denoiser == "tcunet" else {}
+    fields = ("condition", "anchor", "prediction")
+    kwargs = {name: config.metadiff[name] for name in fields} if config.metadiff.denoiser == "tcunet" else {}
     return _built("metadiff.denoiser", lambda: denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs))
 
 

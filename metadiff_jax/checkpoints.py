@@ -102,12 +102,23 @@ def check_metadata(manager: ocp.CheckpointManager, expected: dict | None) -> Non
         return
     saved = manager.metadata().custom_metadata or {}
     expected = json.loads(json.dumps(expected))  # tuples become lists, as they were stored
-    differing = sorted(key for key in set(saved) | set(expected) if saved.get(key) != expected.get(key))
+    differing = sorted(_differences(saved, expected))
     if differing:
         raise CheckpointError(
-            f"checkpoints in {manager.directory} were made from another {', '.join(differing)} than this run's; "
-            "resuming from them would silently change the run. Use a new workdir, or delete that folder to start this stage over."
+            f"checkpoints in {manager.directory} were made from another {', '.join(differing[:5])} than this run's "
+            f"(saved with one, run with the other); resuming from them would silently change the run. Use a new "
+            "workdir, or delete that folder to start this stage over."
         )
+
+
+def _differences(saved: dict, expected: dict, prefix: str = ""):
+    """Dotted names of the entries where two nested dicts differ (a key missing on one side differs)."""
+    for key in set(saved) | set(expected):
+        a, b = saved.get(key), expected.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            yield from _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix}{key}"
 
 
 def restore_latest(manager: ocp.CheckpointManager, template: dict):

@@ -1,10 +1,15 @@
-"""Task-conditional denoisers: eps_hat = denoiser(W_t, t, support set), for ONE task.
+"""Task-conditional denoisers: eps_hat = denoiser(x_t, t, support set), for ONE task.
 
-Every denoiser is a Flax module called as `module.apply(params, weights_t, t, support_features,
-support_labels)` with weights_t `(ways, dim)`, t a scalar int, support_features `(n, dim)` and support_labels
-`(n,)`, and returns the noise estimate `(ways, dim)`. They live in DENOISERS by name: a variant is one new
-entry. Batching over episodes is vmap at the caller; t left unbatched there (as in the sampler, where every
-episode is at the same step) keeps the time-embedding projections computed once for all episodes.
+Every denoiser is a Flax module called as `module.apply(params, x_t, t, support_features, support_labels)`
+with x_t `(ways, dim)`, t a scalar int, support_features `(n, dim)` and support_labels `(n,)`, and returns
+`(ways, dim)`: the noise estimate, or (prediction "x0") the clean x_0 it implies; `noise_estimate` reads
+either as the noise. They live in DENOISERS by name: a variant is one new entry. Batching over episodes is
+vmap at the caller; t left unbatched there (as in the sampler, where every episode is at the same step)
+keeps the time-embedding projections computed once for all episodes.
+
+The diffusion runs over x = W - origin (`origin`): origin 0 (anchor "zero", the reference) diffuses the
+weights W themselves from N(0, I); anchor "prototypes" diffuses the residual W - p from N(p, I), so that the
+noise to predict never depends on where a class sits in feature space (README, "Does MetaDiff work?").
 """
 
 from __future__ import annotations
@@ -45,7 +50,26 @@ class TorchDense(nn.Module):
         return x @ kernel + bias
 
 
-CONDITIONS = ("gradient", "normalized_gradient", "prototypes", "none")
+CONDITIONS = ("gradient", "normalized_gradient", "normalized_gradient_and_prototypes", "prototypes", "none")
+ANCHORS = ("zero", "prototypes")
+PREDICTIONS = ("eps", "x0")
+
+
+def origin(denoiser: nn.Module, support_features, support_labels, ways: int):
+    """Where the denoiser's diffusion is centred, `(ways, dim)`: W = origin + x. Zeros, or (anchor
+    "prototypes") the support prototypes."""
+    if getattr(denoiser, "anchor", "zero") == "prototypes":
+        return base_learner.prototypes(support_features, support_labels, ways)
+    return jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
+
+
+def noise_estimate(denoiser: nn.Module, schedule, params, x_t, t, support_features, support_labels):
+    """The denoiser's estimate of the noise in x_t: its output, or for prediction "x0" the noise that its
+    x_0 implies, (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)."""
+    output = denoiser.apply(params, x_t, t, support_features, support_labels)
+    if getattr(denoiser, "prediction", "eps") == "eps":
+        return output
+    return (x_t - schedule.sqrt_alphas_cumprod[t] * output) / schedule.sqrt_one_minus_alphas_cumprod[t]
 
 
 class TCUNet(nn.Module):
@@ -65,32 +89,46 @@ class TCUNet(nn.Module):
     high noise eps ~ W_t - p, that g is 2K times too large at K shots, and the MLP must learn to cancel it:
     at 5 shots training stalls (see README). "normalized_gradient" feeds g / (2 n_k) = W_k - p_k instead,
     the same direction with the shot count divided out; parameters and everything else are unchanged.
-    "prototypes" and "none" are ablations: g is a learned projection of [W_t, p] or of W_t alone.
+    "normalized_gradient_and_prototypes" adds a learned projection of p itself to W_k - p_k, so that the
+    denoiser knows where the class sits. "prototypes" and "none" are ablations: g is a learned projection of
+    [W_t, p] or of x_t alone.
+
+    anchor: the origin of the diffusion (`origin`); the input x_t is W_t - origin, and the conditions see
+    W_t = origin + x_t. prediction: "eps" (the reference) or "x0", what the output is trained to be.
     """
 
     dim: int
     time_dim: int = 320
     condition: str = "gradient"
+    anchor: str = "zero"
+    prediction: str = "eps"
 
     def __post_init__(self):
-        if self.condition not in CONDITIONS:
-            raise ValueError(f"Unknown TCUNet condition {self.condition!r}; known: {', '.join(CONDITIONS)}.")
+        for name, value, known in (("condition", self.condition, CONDITIONS), ("anchor", self.anchor, ANCHORS), ("prediction", self.prediction, PREDICTIONS)):
+            if value not in known:
+                raise ValueError(f"Unknown TCUNet {name} {value!r}; known: {', '.join(known)}.")
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, weights_t, t, support_features, support_labels):
-        if self.condition in ("gradient", "normalized_gradient"):
+    def __call__(self, x_t, t, support_features, support_labels):
+        weights_t = origin(self, support_features, support_labels, x_t.shape[0]) + x_t
+        if self.condition in ("gradient", "normalized_gradient", "normalized_gradient_and_prototypes"):
             g = base_learner.support_gradient(weights_t, support_features, support_labels)
-            if self.condition == "normalized_gradient":
+            if self.condition != "gradient":
                 counts = base_learner.class_counts(support_labels, weights_t.shape[0])
                 g = g / (2.0 * jnp.maximum(counts, 1.0))[:, None]
+            if self.condition == "normalized_gradient_and_prototypes":
+                # W - p cannot say where the class sits; a ridge map can (README). A projection of p, zero at
+                # initialisation so that training starts from the normalized_gradient denoiser.
+                prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
+                g = g + nn.Dense(self.dim, kernel_init=nn.initializers.zeros)(prototypes)
         elif self.condition == "prototypes":
             # Ablation: W_t and the support prototypes as two inputs, mixed by a learned layer; the network may
             # learn W_t - p, but is not handed the gradient's structure.
             prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
             g = TorchDense(self.dim)(jnp.concatenate([weights_t, prototypes], axis=-1))
         else:  # "none"
-            g = TorchDense(self.dim)(weights_t)  # ablation: no support information at all (unconditional)
+            g = TorchDense(self.dim)(x_t)  # ablation: no support information at all (unconditional)
         emb = timestep_embedding(t, self.time_dim)
         gate = nn.sigmoid(TorchDense(1)(nn.relu(TorchDense(self.time_dim // 2)(emb))))
         wide, narrow = max(1, self.dim // 2), max(1, self.dim // 4)

@@ -20,10 +20,12 @@ import jax
 import optax
 
 from metadiff_jax import base_learner, keys
+from metadiff_jax import denoiser as denoiser_lib
+from metadiff_jax import sampler as sampler_lib
 from metadiff_jax import schedule as schedule_lib
 from metadiff_jax.config_dict import FieldError
 
-STARTS = ("noise", "prototypes")
+STARTS = sampler_lib.STARTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +34,7 @@ class QueryLossConfig:
     steps: int = 10  # K: DDIM steps from the start to the sampled weights
     backprop_steps: int | None = None  # k: backpropagate through the last k steps only (None: all K)
     remat: bool = True  # jax.checkpoint on each step
-    start: str = "noise"  # "noise" (W_T ~ N(0, I)) or "prototypes"
+    start: str = "noise"  # "noise" (x_T ~ N(0, I)), "zero" (x_T = 0) or "prototypes" (W_T = p), as sampler.initial_x
     scale: float = 10.0  # the cosine classifier's logit scale
 
     def __post_init__(self):
@@ -62,7 +64,7 @@ def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedu
     tracked_part = jax.tree_util.tree_map(lambda c: c[total - tracked :], coefficients)
 
     def ddim_step(params, weights, coefficient, support_features, support_labels):
-        eps = denoiser.apply(params, weights, coefficient.timesteps, support_features, support_labels)
+        eps = denoiser_lib.noise_estimate(denoiser, schedule, params, weights, coefficient.timesteps, support_features, support_labels)
         return schedule_lib.ddim_step(coefficient, weights, eps)
 
     step = jax.checkpoint(ddim_step) if config.remat else ddim_step
@@ -72,14 +74,12 @@ def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedu
         return jax.lax.scan(body, weights, part)[0]
 
     def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int):
-        if config.start == "noise":
-            weights = jax.random.normal(rng, (ways, support_features.shape[-1]), support_features.dtype)
-        else:
-            weights = base_learner.prototypes(support_features, support_labels, ways)
+        origin = denoiser_lib.origin(denoiser, support_features, support_labels, ways)
+        weights = sampler_lib.initial_x(config.start, rng, support_features, support_labels, origin)
         if total > tracked:
             # Stopped parameters: the first K - k steps are constants of the backward pass, nothing is kept.
             weights = run(jax.lax.stop_gradient(params), weights, frozen_part, support_features, support_labels, ddim_step)
-        weights = run(params, weights, tracked_part, support_features, support_labels, step)
+        weights = origin + run(params, weights, tracked_part, support_features, support_labels, step)
         logits = base_learner.cosine_logits(weights, query_features, config.scale)
         return optax.softmax_cross_entropy_with_integer_labels(logits, query_labels).mean()
 

@@ -1,8 +1,9 @@
 """MetaDiff training: noise-prediction loss over task weights, class-mean targets, EMA, the outer step.
 
 Trained like any diffusion model: per episode one t ~ U{0..T-1} and eps ~ N(0, I) of the weights' shape,
-W_t = sqrt(abar_t) W0 + sqrt(1 - abar_t) eps, loss = mean (eps_hat(W_t, t, support) - eps)^2. Nothing is
-differentiated through the sampling loop, so memory does not depend on T.
+x_0 = W0 - origin (denoiser.origin: 0, or the support prototypes), x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t)
+eps, loss = mean (eps_hat(x_t, t, support) - eps)^2 (or, for an x0-predicting denoiser, mean (x0_hat - x_0)^2).
+Nothing is differentiated through the sampling loop, so memory does not depend on T.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import optax
 
 from metadiff_jax import base_learner, keys
+from metadiff_jax import denoiser as denoiser_lib
 from metadiff_jax import schedule as schedule_lib
 
 
@@ -91,7 +93,8 @@ def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
 
 
 def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, batch: TrainBatch, rng, first_episode=0):
-    """Noise-prediction MSE averaged over episodes and weight entries, one uniform t per episode.
+    """Noise-prediction MSE (x_0-prediction MSE for prediction "x0") averaged over episodes and weight
+    entries, one uniform t per episode.
 
     The batch's episode i is episode `first_episode + i` of the step and draws its t and noise from that
     episode's key (keys.episode_keys), so a device holding a slice of the batch draws what one device
@@ -103,9 +106,9 @@ def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, pa
         t_key, noise_key = jax.random.split(key)
         t = jax.random.randint(t_key, (), 0, schedule.num_timesteps)
         noise = jax.random.normal(noise_key, target.shape, target.dtype)
-        weights_t = schedule_lib.q_sample(schedule, target, t, noise)
-        predicted = denoiser.apply(params, weights_t, t, support_features, support_labels)
-        return jnp.mean((predicted - noise) ** 2)
+        x0 = target - denoiser_lib.origin(denoiser, support_features, support_labels, target.shape[0])
+        predicted = denoiser.apply(params, schedule_lib.q_sample(schedule, x0, t, noise), t, support_features, support_labels)
+        return jnp.mean((predicted - (x0 if getattr(denoiser, "prediction", "eps") == "x0" else noise)) ** 2)
 
     return jnp.mean(jax.vmap(episode_loss)(episode_keys, batch.targets, batch.support_features, batch.support_labels))
 
@@ -116,14 +119,17 @@ OBJECTIVES = ("diffusion", "regression")
 
 
 def regression_weights(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, support_features, support_labels, ways: int):
-    """The one-step regressor's weights for ONE task: -denoiser(0, T - 1, support), `(ways, dim)`.
+    """The one-step regressor's weights for ONE task: origin - denoiser(0, T - 1, support), `(ways, dim)`.
 
-    The denoiser's input is the mean of W_T ~ N(0, I), so its support-gradient condition is -p (the
-    prototypes); its output is read with a minus sign, as the noise estimate it would be at W_T, so that an
-    untrained network, whose output is near its condition, starts near the prototypes.
+    The denoiser's input is the mean of x_T ~ N(0, I), so (anchor "zero") its support-gradient condition is
+    -p (the prototypes); its output is read with a minus sign, as the noise estimate it would be at x_T, so
+    that an untrained network, whose output is near its condition, starts near the prototypes. An
+    x0-predicting denoiser's output is read as it is.
     """
     zeros = jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
-    return -denoiser.apply(params, zeros, schedule.num_timesteps - 1, support_features, support_labels)
+    output = denoiser.apply(params, zeros, schedule.num_timesteps - 1, support_features, support_labels)
+    sign = 1.0 if getattr(denoiser, "prediction", "eps") == "x0" else -1.0
+    return denoiser_lib.origin(denoiser, support_features, support_labels, ways) + sign * output
 
 
 def regression_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, batch: TrainBatch, rng=None, first_episode=0):

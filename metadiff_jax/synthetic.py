@@ -27,13 +27,15 @@ class SyntheticConfig:
     noise_scale: float = 1.5  # sigma: per-example noise, relative to a unit-norm direction
     base_classes: int = 64
     novel_classes: int = 100
+    validation_classes: int = 50
     base_examples: int = 600
     novel_examples: int = 60
     seed: int = 0
 
 
 def make_splits(config: SyntheticConfig) -> dict[str, ClassIndexedSplit]:
-    """`train` (base classes) and `test` (novel classes) feature splits, float32, grouped by class."""
+    """`train` (base classes), `test` (novel classes) and `validation` (other novel classes, for choosing
+    settings) feature splits, float32, grouped by class."""
     rng = np.random.default_rng(config.seed)
     subspace, _ = np.linalg.qr(rng.standard_normal((config.dim, config.rank)))
     offset = rng.standard_normal(config.dim)
@@ -48,4 +50,18 @@ def make_splits(config: SyntheticConfig) -> dict[str, ClassIndexedSplit]:
         starts = np.arange(num_classes + 1, dtype=np.int64) * examples
         return ClassIndexedSplit(images=features, class_starts=starts, identity=f"synthetic/{config.seed}/{name}")
 
-    return {"train": split("train", config.base_classes, config.base_examples), "test": split("test", config.novel_classes, config.novel_examples)}
+    train = split("train", config.base_classes, config.base_examples)
+    test = split("test", config.novel_classes, config.novel_examples)  # drawn before validation: test unchanged by it
+    return {"train": train, "test": test, "validation": split("validation", config.validation_classes, config.novel_examples)}
+
+
+def subspace_oracle_weights(config: SyntheticConfig, support_features, support_labels, ways: int) -> np.ndarray:
+    """The oracle a linear method reaches: each support prototype projected onto the TRUE affine subspace
+    m + span(U) of the class means (`(E, n, d), (E, n)` -> `(E, ways, d)`). Known here, never to a learner."""
+    rng = np.random.default_rng(config.seed)
+    subspace, _ = np.linalg.qr(rng.standard_normal((config.dim, config.rank)))
+    offset = rng.standard_normal(config.dim)
+    offset *= config.mean_norm / np.linalg.norm(offset)
+    one_hot = np.eye(ways, dtype=np.float64)[np.asarray(support_labels)]
+    prototypes = np.einsum("enk,end->ekd", one_hot, np.asarray(support_features, np.float64)) / one_hot.sum(axis=1)[..., None]
+    return (offset + (prototypes - offset) @ subspace @ subspace.T).astype(np.float32)

@@ -133,3 +133,26 @@ def test_the_train_step_updates_the_ema_exactly_once_past_its_start():
     expected = jax.tree_util.tree_map(lambda ema, new: 0.9 * ema + 0.1 * new, before.ema_params, state.params)
     chex.assert_trees_all_close(state.ema_params, expected, rtol=1e-6, atol=1e-7)
     assert float(optax.tree.norm(jax.tree_util.tree_map(lambda a, b: a - b, state.ema_params, state.params))) > 0
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_an_anchored_diffusion_does_not_depend_on_where_the_episode_sits(prediction):
+    """Anchor "prototypes" diffuses W - p: translating an episode's features and targets by one vector leaves
+    the loss and the sampled weights (less the shift) unchanged. Anchor "zero" (the reference) diffuses W
+    itself, whose noise depends on the absolute class mean: the same shift changes its loss."""
+    from metadiff_jax import sampler as sp
+
+    batch, shift = make_batch(3), 5.0 * np.random.default_rng(0).standard_normal(DIM).astype(np.float32)
+    moved = batch._replace(support_features=batch.support_features + shift, targets=batch.targets + shift)
+    schedule, rng = sl.linear_schedule(100), jax.random.PRNGKey(2)
+    losses = {}
+    for anchor in ("zero", "prototypes"):
+        model = dn.make_denoiser("tcunet", DIM, condition="normalized_gradient", anchor=anchor, prediction=prediction)
+        params = dn.init_params(model, jax.random.PRNGKey(0))
+        losses[anchor] = [float(df.diffusion_loss(model, schedule, params, b, rng)) for b in (batch, moved)]
+        if anchor == "prototypes":
+            sample = jax.jit(sp.make_sample_task(model, schedule, sp.SamplerConfig("ddim", 20)), static_argnames="ways")
+            weights = [sample(params, b.support_features[0], b.support_labels[0], rng, ways=WAYS) for b in (batch, moved)]
+            np.testing.assert_allclose(weights[1] - shift, weights[0], atol=2e-4)
+    np.testing.assert_allclose(losses["prototypes"][0], losses["prototypes"][1], rtol=1e-5)
+    assert abs(losses["zero"][1] - losses["zero"][0]) > 0.1 * losses["zero"][0]
