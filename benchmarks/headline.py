@@ -112,7 +112,10 @@ def main() -> None:
     for seed in seeds:
         main_dir = args.workdir / f"seed{seed}"
         extra = ([f"--config.dataset.data_dir={args.data_dir}"] if args.data_dir else []) + [f"--config.{item}" for item in args.set]
-        run([sys.executable, "-m", "launch.main", "--config", args.config, "--workdir", str(main_dir), f"--config.seed={seed}", *extra])
+        if (main_dir / "results.json").exists():
+            print(f"{main_dir}: finished earlier", flush=True)  # rerunning would only repeat it (and retrain ANIL)
+        else:
+            run([sys.executable, "-m", "launch.main", "--config", args.config, "--workdir", str(main_dir), f"--config.seed={seed}", *extra])
         variants = {}
         if variant_names:
             variant_dir = args.workdir / f"seed{seed}_variants"

@@ -62,9 +62,15 @@ def check_shared_workdir(workdir: pathlib.Path) -> None:
         )
 
 
+# Keys added to the project after runs were made, whose default is not what those runs did: a run record
+# without the key gets this value, the behaviour it was made with.
+BEHAVIOUR_BEFORE_THE_KEY = {("metadiff", "anchor"): "zero"}
+
+
 def read_run_record(workdir: pathlib.Path):
     """The config recorded in workdir/run.json (None where there is none), with keys added to the project
-    since the run was made filled with their defaults, which keep its old behaviour."""
+    since the run was made filled with the values that keep its old behaviour: their defaults, or the
+    value in BEHAVIOUR_BEFORE_THE_KEY where the default has changed since."""
     from configs import default
 
     record = workdir / "run.json"
@@ -73,6 +79,9 @@ def read_run_record(workdir: pathlib.Path):
     try:
         recorded = json.loads(record.read_text())["config"]
         config = default.get_config()
+        for (section, key), value in BEHAVIOUR_BEFORE_THE_KEY.items():
+            if key not in recorded.get(section, {}):
+                config[section][key] = value
         config.update(recorded)
     except (ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{record} is not a run record ({type(error).__name__}: {error}); use a new --workdir.") from error

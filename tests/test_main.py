@@ -312,3 +312,19 @@ def test_ablation_table_refuses_a_run_made_on_another_dataset(tmp_path):
     _fake_run(tmp_path / "suite" / "sampler_ddim_10", "metadiff", [0.6] * 4, dataset="kanjivg_glyphs/84px:2.0.0")
     with pytest.raises(SystemExit, match="was made on kanjivg_glyphs/84px:2.0.0"):
         ablate.table(tmp_path / "main", tmp_path / "suite", ["sampler_ddim_10"])
+
+
+def test_a_run_recorded_before_a_key_existed_reads_back_with_the_behaviour_it_was_made_with(tmp_path):
+    from configs import default
+    from launch import workdir
+
+    recorded = json.loads(default.get_config().to_json())
+    del recorded["metadiff"]["anchor"]  # a run made before metadiff.anchor existed: it diffused W from N(0, I)
+    del recorded["metadiff"]["prediction"]
+    recorded["metadiff"]["steps"] = 123
+    (tmp_path / "run.json").write_text(json.dumps({"config": recorded}))
+    config = workdir.read_run_record(tmp_path)
+    assert (config.metadiff.anchor, config.metadiff.prediction, config.metadiff.steps) == ("zero", "eps", 123)
+    recorded["metadiff"]["anchor"] = "prototypes"
+    (tmp_path / "run.json").write_text(json.dumps({"config": recorded}))
+    assert workdir.read_run_record(tmp_path).metadiff.anchor == "prototypes"
