@@ -47,6 +47,7 @@ def main() -> None:
             # The printed table of this run, and the default's accuracy plot (README shows it), kept beside the rows.
             stem = report.ROOT / "benchmarks" / "results" / f"main_job_{pathlib.Path(config).stem}"
             shutil.copy(scratch / "run" / "results.md", f"{stem}_results.md")
+            shutil.copy(scratch / "run" / "per_episode_accuracy.npz", f"{stem}_per_episode.npz")
             if config == "configs/default.py":
                 shutil.copy(scratch / "run" / "plots" / "accuracy_per_step.png", f"{stem}_accuracy_per_step.png")
         row = {"config": config, "dataset": results["dataset"], "minutes": round(seconds / 60, 2), "budget_minutes": BUDGET_MINUTES.get(config)}

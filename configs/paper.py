@@ -38,6 +38,7 @@ def paper_config(dataset: str, backbone: str, variant: str = "") -> ml_collectio
     config.pretrain.validation_episodes = 600
 
     config.metadiff.condition = "gradient"
+    config.metadiff.anchor = "zero"
     config.metadiff.unit_scale_targets = False
     config.metadiff.schedule = "linear"
     config.metadiff.timesteps = 1000

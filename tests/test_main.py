@@ -282,7 +282,7 @@ def test_ablation_suite_pairs_each_change_with_the_main_run_and_resumes(finished
 
 def test_every_ablation_file_changes_only_metadiff_keys_of_the_default_config():
     from configs import default
-    from launch import ablate
+    from launch import ablate, errors
 
     names = ablate.available()
     assert set(names) >= {
@@ -298,6 +298,11 @@ def test_every_ablation_file_changes_only_metadiff_keys_of_the_default_config():
         "targets_finetuned_prototypes",
     }
     for name in names:
+        if name == "anchor_prototypes_sees_prototypes":
+            # The default's own settings, kept as a file so that a main run with other settings can run it.
+            with pytest.raises(errors.UsageError, match="changes nothing"):
+                ablate.ablated_config(default.get_config(), name)
+            continue
         config, changed = ablate.ablated_config(default.get_config(), name)
         assert changed and all(key.startswith("metadiff.") for key in changed), name
 
