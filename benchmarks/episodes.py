@@ -3,8 +3,8 @@ from its record files on disk (random access, `--config.dataset.in_memory=False`
 
     python -m benchmarks.episodes [--data_dir DIR]
 
-Uses the default dataset (kanjivg_glyphs/28px, train split: 4,290 classes, 28 x 28 x 1), building it if
-missing, and an 84 x 84 x 3 dataset in tieredImageNet's file format with random pixels (200 classes x 100
+Uses the default dataset (configs/default.py's: kanjivg_glyphs/mini_28px, train split: 64 classes x 600,
+28 x 28 x 1), building it if missing, and an 84 x 84 x 3 dataset in tieredImageNet's file format with random pixels (200 classes x 100
 images, built in a temporary folder; the speed of reading 21 KB records is what it measures, not data).
 A training step consumes one batch; sampling must cost a small fraction of it, and the training loop
 also prefetches batches in a background thread.
@@ -68,7 +68,10 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow_datasets as tfds
 
-    glyphs = datasets.build("kanjivg_glyphs", "28px", args.data_dir or tfds.core.constants.DATA_DIR)
+    from configs import default
+
+    dataset = default.get_config().dataset
+    glyphs = datasets.build(dataset.name, dataset.config, args.data_dir or tfds.core.constants.DATA_DIR)
     rows = measure(glyphs, [(5, 1, 15), (5, 5, 15), (20, 1, 5)])
     with tempfile.TemporaryDirectory() as folder:
         manual = pathlib.Path(folder) / "manual"
