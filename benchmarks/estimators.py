@@ -60,7 +60,6 @@ def main() -> None:
     for (model, shots, name), values in pooled.items():
         reference = None if name == "ddpm_mean_1000" else np.mean(pooled[(model, shots, "ddpm_mean_1000")], axis=0)
         rows.append({"model": model, "seed": "pooled", **evaluate.summarize(name, np.mean(values, axis=0), ways, int(shots), reference).row()})
-    np.savez(report.ROOT / "benchmarks" / "results" / "estimators_per_episode.npz", **per_episode)
     report.publish(
         "estimators",
         rows,
@@ -70,6 +69,7 @@ def main() -> None:
         "reference_anchor_zero is the main run's denoiser (W diffused from N(0, I)), anchor_prototypes the variant's "
         "(W - p from N(p, I)). Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet. Runs: "
         + json.dumps({m: [str(f(s)) for s in seeds] for m, f in models.items()}),
+        per_episode=per_episode,
     )
 
 

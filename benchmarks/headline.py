@@ -27,18 +27,13 @@ import sys
 import numpy as np
 
 from benchmarks import report
+from launch import compare
 from metadiff_jax import evaluate
 
 
 def run(command: list[str]) -> None:
     print("$ " + " ".join(command), flush=True)
     subprocess.run(command, cwd=report.ROOT, check=True)
-
-
-def load_run(workdir: pathlib.Path) -> tuple[dict, dict]:
-    results = json.loads((workdir / "results.json").read_text())
-    with np.load(workdir / "per_episode_accuracy.npz") as data:
-        return results, {key: data[key] for key in data.files}
 
 
 def seed_rows(seed: int, results: dict, accuracies: dict, variants: dict[str, dict]) -> tuple[list[dict], dict]:
@@ -120,14 +115,13 @@ def main() -> None:
         if variant_names:
             variant_dir = args.workdir / f"seed{seed}_variants"
             run([sys.executable, "-m", "launch.ablate", "--main", str(main_dir), "--workdir", str(variant_dir), "--only", ",".join(variant_names)])
-            variants = {name: load_run(variant_dir / name) for name in variant_names}
-        results, accuracies = load_run(main_dir)
+            variants = {name: compare.load(variant_dir / name) for name in variant_names}
+        results, accuracies = compare.load(main_dir)
         seed_table, per_seed[seed], selected[seed] = seed_rows(seed, results, accuracies, variants)
         rows += seed_table
         ways = results["config"]["episodes"]["ways"]
         dataset = results["dataset"]
     rows += pooled_rows(per_seed, selected, ways)
-    np.savez(report.ROOT / "benchmarks" / "results" / "headline_per_episode.npz", **{f"seed{s}/{k}": v for s, p in per_seed.items() for k, v in p.items()})
     table_rows = [{k: v for k, v in row.items() if k != "choice"} for row in rows]
     report.publish(
         "headline",
@@ -141,6 +135,7 @@ def main() -> None:
         "settings were chosen. Pooled: each episode's accuracy averaged over the seeds first. Choices per seed: "
         "benchmarks/results/headline.json; per-episode accuracies: benchmarks/results/headline_per_episode.npz.",
         full_rows=rows,
+        per_episode={f"seed{s}/{k}": v for s, p in per_seed.items() for k, v in p.items()},
     )
 
 

@@ -21,18 +21,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 from benchmarks import report
+from launch import compare
 from metadiff_jax import evaluate
 
 METHODS = ("protonet", "maml", "fomaml", "anil", "metasgd")
-
-
-def load(workdir: pathlib.Path) -> tuple[dict, dict]:
-    results = json.loads((workdir / "results.json").read_text())
-    with np.load(workdir / "per_episode_accuracy.npz") as data:
-        return results, {key: data[key] for key in data.files}
 
 
 def main() -> None:
@@ -42,7 +35,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/image_baselines"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every baseline run")
     args = parser.parse_args()
-    main_results, main_accuracies = load(args.main)
+    main_results, main_accuracies = compare.load(args.main)
     rows, per_episode = [], {}
     for method in args.methods.split(","):
         workdir = args.workdir / method
@@ -53,7 +46,7 @@ def main() -> None:
         print("$ " + " ".join(command), flush=True)
         subprocess.run(command, cwd=report.ROOT, check=True)
         minutes = (time.perf_counter() - start) / 60
-        results, accuracies = load(workdir)
+        results, accuracies = compare.load(workdir)
         for shots, digest in results["test_episodes_sha256"].items():
             if digest != main_results["test_episodes_sha256"][shots]:
                 raise SystemExit(f"error: {workdir} was tested on other {shots}-shot episodes than {args.main}; use the same dataset and episodes settings.")
@@ -82,7 +75,6 @@ def main() -> None:
             )
             per_episode[f"{method}_{shots}shot"] = values
             print(rows[-1], flush=True)
-    np.savez(report.ROOT / "benchmarks" / "results" / "image_baselines_per_episode.npz", **per_episode)
     report.publish(
         "image_baselines",
         rows,
@@ -94,6 +86,7 @@ def main() -> None:
         "tested at its best step on validation; test-time batch norm uses the query batch's statistics (transductive, as in "
         "MAML's paper). Paired per episode, on the same 600 test episodes, against the main run's MetaDiff and its strongest "
         "rival on validation. minutes_this_call counts only this call's work (0 when the run was finished earlier).",
+        per_episode=per_episode,
     )
 
 

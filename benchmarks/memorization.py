@@ -68,7 +68,6 @@ def main() -> None:
                     rows.append({"seed": seed, "model": name, "classes": "base (trained on)" if split == "train" else "validation (new)",
                                  **{k: v for k, v in result.items() if k != "method"}, "prototypes_percent": round(100 * float(prototypes.mean()), 2)})
                     print(rows[-1], flush=True)
-    np.savez(report.ROOT / "benchmarks" / "results" / "memorization_per_episode.npz", **per_episode)
     report.publish(
         "memorization",
         rows,
@@ -77,6 +76,7 @@ def main() -> None:
         f"run's MetaDiff; {args.episodes} 5-way episodes of the base (train) classes and as many of the validation classes "
         "(episode seed 7), each sampled as the run samples; paired_diff against the prototype classifier on the same "
         "episodes, in points. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet.",
+        per_episode=per_episode,
     )
 
 

@@ -13,6 +13,8 @@ import pathlib
 import platform
 import subprocess
 
+import numpy as np
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -40,17 +42,28 @@ def commit() -> str:
     return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def publish(name: str, rows: list[dict], title: str, notes: str = "", module: str | None = None, full_rows: list[dict] | None = None) -> None:
+def publish(
+    name: str,
+    rows: list[dict],
+    title: str,
+    notes: str = "",
+    module: str | None = None,
+    full_rows: list[dict] | None = None,
+    per_episode: dict | None = None,
+) -> None:
     """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md.
 
     Every JSON row records the commit it was made at. `module` is the benchmark module that produced the
     rows, when it is not `benchmarks.<name>`; `full_rows` are written to the JSON instead of `rows` when
-    they hold more than the table shows.
+    they hold more than the table shows; `per_episode` (name -> per-episode accuracies, behind the paired
+    differences) is written to `<name>_per_episode.npz`.
     """
     table = markdown_table(rows)
     print(table)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
+    if per_episode is not None:
+        np.savez(results / f"{name}_per_episode.npz", **per_episode)
     made_at = commit()
     (results / f"{name}.json").write_text(json.dumps([{**row, "commit": made_at} for row in full_rows or rows], indent=2) + "\n")
     section = (

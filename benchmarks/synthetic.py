@@ -121,7 +121,6 @@ def main() -> None:
         pooled = {row: np.mean([per_seed[s][row] for s in seeds], axis=0) for row in per_seed[seeds[0]]}
         pooled_validation = {row: float(np.mean([validation_per_seed[s][row] for s in seeds])) for row in pooled}
         rows += rows_for("pooled", shots, pooled, pooled_validation, len(seeds))
-    np.savez(report.ROOT / "benchmarks" / "results" / "synthetic_per_episode.npz", **per_episode)
     report.publish(
         "synthetic",
         [{k: v for k, v in row.items()} for row in rows],
@@ -132,6 +131,7 @@ def main() -> None:
         "(row - prototypes) / (oracle - prototypes). Pooled rows average each episode over the seeds first. Data: "
         f"{DATA}. Training: {TRAIN}. Choices per seed: {choices}. Per-episode accuracies: "
         "benchmarks/results/synthetic_per_episode.npz.",
+        per_episode=per_episode,
     )
 
 
