@@ -1,6 +1,6 @@
 """Calibrates how hard the default dataset's renders are, on its VALIDATION classes only.
 
-    python -m benchmarks.calibrate_glyphs [--levels 0.5,0.75,1.0] [--drawers 600]
+    python -m benchmarks.calibrate_glyphs [--levels 0.75,1.0,1.1,1.25,1.5] [--drawers 600]
 
 The default dataset (`kanjivg_glyphs/mini_28px`) has miniImageNet's shape: 64 / 16 / 20 classes of 600 renders.
 Its difficulty is one number, the level of `glyph_render.hard_jitter` (stroke and glyph jitter, stroke
@@ -69,7 +69,7 @@ def measure(level: float, drawers: int, episodes_count: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", default="0.5,0.75,1.0", help="comma-separated difficulty levels of glyph_render.hard_jitter")
+    parser.add_argument("--levels", default="0.75,1.0,1.1,1.25,1.5", help="comma-separated difficulty levels of glyph_render.hard_jitter")
     parser.add_argument("--drawers", type=int, default=600, help="renders per class")
     parser.add_argument("--episodes", type=int, default=600, help="validation episodes per shot count")
     args = parser.parse_args()

@@ -63,11 +63,17 @@ def origin(denoiser: nn.Module, support_features, support_labels, ways: int):
     return jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
 
 
+def predicts_x0(denoiser: nn.Module) -> bool:
+    """Whether the denoiser's output is x_0 (prediction "x0") rather than the noise; a denoiser module
+    without a `prediction` field (one a user brings) predicts the noise, as the reference's does."""
+    return getattr(denoiser, "prediction", "eps") == "x0"
+
+
 def noise_estimate(denoiser: nn.Module, schedule, params, x_t, t, support_features, support_labels):
     """The denoiser's estimate of the noise in x_t: its output, or for prediction "x0" the noise that its
     x_0 implies, (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)."""
     output = denoiser.apply(params, x_t, t, support_features, support_labels)
-    if getattr(denoiser, "prediction", "eps") == "eps":
+    if not predicts_x0(denoiser):
         return output
     return (x_t - schedule.sqrt_alphas_cumprod[t] * output) / schedule.sqrt_one_minus_alphas_cumprod[t]
 

@@ -108,7 +108,7 @@ def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, pa
         noise = jax.random.normal(noise_key, target.shape, target.dtype)
         x0 = target - denoiser_lib.origin(denoiser, support_features, support_labels, target.shape[0])
         predicted = denoiser.apply(params, schedule_lib.q_sample(schedule, x0, t, noise), t, support_features, support_labels)
-        return jnp.mean((predicted - (x0 if getattr(denoiser, "prediction", "eps") == "x0" else noise)) ** 2)
+        return jnp.mean((predicted - (x0 if denoiser_lib.predicts_x0(denoiser) else noise)) ** 2)
 
     return jnp.mean(jax.vmap(episode_loss)(episode_keys, batch.targets, batch.support_features, batch.support_labels))
 
@@ -128,7 +128,7 @@ def regression_weights(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule
     """
     zeros = jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
     output = denoiser.apply(params, zeros, schedule.num_timesteps - 1, support_features, support_labels)
-    sign = 1.0 if getattr(denoiser, "prediction", "eps") == "x0" else -1.0
+    sign = 1.0 if denoiser_lib.predicts_x0(denoiser) else -1.0
     return denoiser_lib.origin(denoiser, support_features, support_labels, ways) + sign * output
 
 
