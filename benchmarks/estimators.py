@@ -2,12 +2,14 @@
 
     python -m benchmarks.estimators [--seeds 0,1,2] [--workdir runs/headline]
 
-Needs `python -m benchmarks.headline` with the anchor_prototypes variant done for those seeds. For each seed
-and each of two trained denoisers (the main run's, diffusing W from N(0, I), and the anchor_prototypes
-variant's, diffusing W - p from N(p, I)), runs `launch.ablate` with evaluation-only ablations on the same
-trained parameters: one DDIM-50 draw, DDIM-50 from the noise's mean (start zero), the mean of 8 DDIM-50
-draws, and stochastic DDPM. Each is paired with the same denoiser's 1000-step deterministic DDPM mean on the
-same 600 test episodes. Pooled rows average each episode over seeds first. Writes
+Needs `python -m benchmarks.headline` with the anchor_prototypes and anchor_prototypes_sees_prototypes
+variants done for those seeds. For each seed and each of three trained denoisers (the main run's, diffusing
+W from N(0, I); the anchor_prototypes variant's, diffusing W - p from N(p, I); and the default's, anchored
+and seeing p), runs `launch.ablate` with evaluation-only
+ablations on the same trained parameters: one DDIM-50 draw, DDIM-50 from the noise's mean (start zero), the
+mean of 8 DDIM-50 draws, and stochastic DDPM. Each is paired with the same denoiser's 1000-step deterministic
+DDPM mean on the same 600 test episodes, with its accuracy on 600 validation episodes beside. Pooled rows
+average each episode over seeds first. Writes
 benchmarks/results/estimators.json, estimators_per_episode.npz and its section of BENCHMARKS.md.
 """
 
@@ -37,6 +39,7 @@ def main() -> None:
     models = {
         "reference_anchor_zero": lambda s: args.workdir / f"seed{s}",
         "anchor_prototypes": lambda s: args.workdir / f"seed{s}_variants" / "anchor_prototypes",
+        "anchor_prototypes_sees_prototypes": lambda s: args.workdir / f"seed{s}_variants" / "anchor_prototypes_sees_prototypes",
     }
     rows, pooled, per_episode = [], {}, {}
     for model, main_dir in models.items():
@@ -49,17 +52,22 @@ def main() -> None:
             subprocess.run(command, cwd=report.ROOT, check=True)
             results, accuracies = compare.load(main)
             ways = results["config"]["episodes"]["ways"]
+            on_validation = {"ddpm_mean_1000": results["selected_on_validation"]}
+            on_validation |= {name: compare.load(suite / name)[0]["selected_on_validation"] for name in ESTIMATORS}
             for shots in results["paired_against"]:
                 runs = {"ddpm_mean_1000": accuracies[f"metadiff_{shots}shot"]}
                 runs |= {name: compare.load(suite / name)[1][f"metadiff_{shots}shot"] for name in ESTIMATORS}
                 for name, values in runs.items():
                     reference = None if name == "ddpm_mean_1000" else runs["ddpm_mean_1000"]
-                    rows.append({"model": model, "seed": seed, **evaluate.summarize(name, values, ways, int(shots), reference).row()})
-                    pooled.setdefault((model, shots, name), []).append(values)
+                    validation = on_validation[name][shots]["metadiff"]["validation_accuracy"]
+                    rows.append({"model": model, "seed": seed, **evaluate.summarize(name, values, ways, int(shots), reference).row(),
+                                 "validation_percent": round(100 * validation, 2)})
+                    pooled.setdefault((model, shots, name), []).append((values, validation))
                     per_episode[f"{model}/seed{seed}/{name}_{shots}shot"] = values
-    for (model, shots, name), values in pooled.items():
-        reference = None if name == "ddpm_mean_1000" else np.mean(pooled[(model, shots, "ddpm_mean_1000")], axis=0)
-        rows.append({"model": model, "seed": "pooled", **evaluate.summarize(name, np.mean(values, axis=0), ways, int(shots), reference).row()})
+    for (model, shots, name), runs in pooled.items():
+        reference = None if name == "ddpm_mean_1000" else np.mean([v for v, _ in pooled[(model, shots, "ddpm_mean_1000")]], axis=0)
+        summary = evaluate.summarize(name, np.mean([v for v, _ in runs], axis=0), ways, int(shots), reference).row()
+        rows.append({"model": model, "seed": "pooled", **summary, "validation_percent": round(100 * float(np.mean([v for _, v in runs])), 2)})
     report.publish(
         "estimators",
         rows,
@@ -67,7 +75,9 @@ def main() -> None:
         f"`python -m benchmarks.estimators --seeds {args.seeds}`. Each estimator runs on the same trained denoiser as its "
         "ddpm_mean_1000 row and is paired with it per episode (paired_diff, points) on the same 600 test episodes; "
         "reference_anchor_zero is the main run's denoiser (W diffused from N(0, I)), anchor_prototypes the variant's "
-        "(W - p from N(p, I)). Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet. Runs: "
+        "(W - p from N(p, I)), anchor_prototypes_sees_prototypes the default's (anchored, the condition also sees p). "
+        "validation_percent: the same estimator on 600 validation episodes (where a choice between them is made). "
+        "Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet. Runs: "
         + json.dumps({m: [str(f(s)) for s in seeds] for m, f in models.items()}),
         per_episode=per_episode,
     )

@@ -26,10 +26,11 @@ def machine() -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    columns = list(rows[0])
-    cell = lambda value: (f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}") if isinstance(value, float) else str(value)
+    """Every key of any row is a column (in order of first appearance); a row without it leaves the cell empty."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cell = lambda value: (f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}") if isinstance(value, float) else "" if value is None else str(value)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 

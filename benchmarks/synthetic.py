@@ -12,8 +12,9 @@ cosine head, their settings chosen on validation episodes; the one-step regresso
 trained to map the support straight to the class means); MetaDiff as published (condition 2K (W - p),
 W diffused from N(0, I), deterministic DDPM mean), this project's default (condition W - p), anchored
 (W - p diffused from N(p, I)), and anchored seeing p; "metadiff chosen" is the MetaDiff variant best on
-validation. For the anchored model, three DDIM-50 estimators beside its 1000-step DDPM mean: one draw, the
-draw from the noise's mean (start zero), the mean of 8 draws. Every denoiser is trained once per seed;
+validation, among every variant and estimator. Each diffusion model is read with the reference's 1000-step
+deterministic DDPM mean and with DDIM-50 from the noise's mean (start zero, `_ddim50_zero`); the anchored
+model also with one DDIM-50 draw and the mean of 8 draws. Every denoiser is trained once per seed;
 test episodes are the same 600 for every row and seed. Per seed and pooled (each episode's accuracy averaged
 over the seeds); paired differences per episode against the strongest non-diffusion row on validation.
 Writes benchmarks/results/synthetic.json, synthetic_per_episode.npz and its section of BENCHMARKS.md.
@@ -64,13 +65,15 @@ def seed_accuracies(splits, shots: int, seed: int, validation, test) -> tuple[di
         print(f"[{shots}-shot seed {seed}] training {name}", flush=True)
         state, _ = train.train_denoiser(model, schedule, dn.init_params(model, jax.random.PRNGKey(seed)), splits["train"], spec, config, progress=False)
         samplers = {name: sp.SamplerConfig("one_step" if objective == "regression" else "ddpm_mean")}
+        if objective == "diffusion":
+            samplers[f"{name}_ddim50_zero"] = ESTIMATORS["ddim50_zero"]
         if name == "metadiff_anchored":
             samplers.update({f"{name}_{estimator}": sampler for estimator, sampler in ESTIMATORS.items()})
         for row, sampler in samplers.items():
             evaluator = ev.make_evaluator(model, schedule, sampler, WAYS)
             on_validation[row] = float(evaluator(state.ema_params, validation, jax.random.PRNGKey(seed))[0].mean())
             accuracies[row] = evaluator(state.ema_params, test, jax.random.PRNGKey(seed))[0]
-    variants = {row: value for row, value in on_validation.items() if row.startswith("metadiff") and row in MODELS}
+    variants = {row: value for row, value in on_validation.items() if row.startswith("metadiff")}
     chosen = max(variants, key=variants.get)
     accuracies["metadiff_chosen"], on_validation["metadiff_chosen"], choices["metadiff_chosen"] = accuracies[chosen], variants[chosen], chosen
     rivals = {

@@ -7,6 +7,7 @@ validates itself when built; an invalid value becomes a UsageError naming the co
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 
@@ -64,8 +65,10 @@ def noise_schedule(config) -> schedule.NoiseSchedule:
 
 
 def make_denoiser(config, dim: int):
-    fields = ("condition", "anchor", "prediction")
-    kwargs = {name: config.metadiff[name] for name in fields} if config.metadiff.denoiser == "tcunet" else {}
+    # The config's keys that the chosen denoiser has as fields (the transformer has no condition or width).
+    module = denoiser.DENOISERS.get(config.metadiff.denoiser)
+    known = {field.name for field in dataclasses.fields(module)} if module else set()
+    kwargs = {name: config.metadiff[name] for name in ("condition", "anchor", "prediction", "width") if name in known}
     return _built("metadiff.denoiser", lambda: denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs))
 
 

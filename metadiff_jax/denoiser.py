@@ -101,6 +101,8 @@ class TCUNet(nn.Module):
 
     anchor: the origin of the diffusion (`origin`); the input x_t is W_t - origin, and the conditions see
     W_t = origin + x_t. prediction: "eps" (the reference) or "x0", what the output is trained to be.
+    width: multiplies the hidden layers' sizes (d/2 and d/4 above). The reference sizes them by the feature
+    dim, which leaves a 16-unit bottleneck at Conv-4's d = 64; width 4 gives that dim the widths d = 256 has.
     """
 
     dim: int
@@ -108,8 +110,11 @@ class TCUNet(nn.Module):
     condition: str = "gradient"
     anchor: str = "zero"
     prediction: str = "eps"
+    width: int = 1
 
     def __post_init__(self):
+        if self.width < 1:
+            raise ValueError(f"TCUNet width must be a positive integer (a multiplier of the hidden sizes), got {self.width}.")
         for name, value, known in (("condition", self.condition, CONDITIONS), ("anchor", self.anchor, ANCHORS), ("prediction", self.prediction, PREDICTIONS)):
             if value not in known:
                 raise ValueError(f"Unknown TCUNet {name} {value!r}; known: {', '.join(known)}.")
@@ -137,7 +142,7 @@ class TCUNet(nn.Module):
             g = TorchDense(self.dim)(x_t)  # ablation: no support information at all (unconditional)
         emb = timestep_embedding(t, self.time_dim)
         gate = nn.sigmoid(TorchDense(1)(nn.relu(TorchDense(self.time_dim // 2)(emb))))
-        wide, narrow = max(1, self.dim // 2), max(1, self.dim // 4)
+        wide, narrow = max(1, self.width * self.dim // 2), max(1, self.width * self.dim // 4)
         h1 = nn.softplus(TorchDense(wide)(g) * TorchDense(wide)(emb))
         h2 = nn.softplus(TorchDense(narrow)(h1) * TorchDense(narrow)(emb))
         h3 = nn.softplus(TorchDense(narrow)(h2) * TorchDense(narrow)(emb)) + h2
@@ -146,9 +151,51 @@ class TCUNet(nn.Module):
         return gate * g + (1.0 - gate) * h5
 
 
+class EpisodeTransformer(nn.Module):
+    """A denoiser that sees the whole support set, not one class row at a time (ProtoDiff's lever).
+
+    One token per class, from [W_t,k - p_k, p_k] and the time embedding; each of `blocks` pre-norm blocks
+    lets the class tokens attend to each other (where the other classes sit), then each class token attend
+    to its own class's support features (their spread, not only their mean), then applies an MLP. The
+    output is x_t plus a zero-initialised read-out, so the untrained denoiser predicts eps = x_t (what the
+    TCUNet's gated residual starts near, and the noise itself at high noise with anchor "prototypes").
+    Equivariant to permuting the classes, invariant to permuting the support examples within a class.
+    """
+
+    dim: int
+    anchor: str = "zero"
+    prediction: str = "eps"
+    hidden: int = 128
+    blocks: int = 2
+    heads: int = 4
+    time_dim: int = 320
+
+    def __post_init__(self):
+        for name, value, known in (("anchor", self.anchor, ANCHORS), ("prediction", self.prediction, PREDICTIONS)):
+            if value not in known:
+                raise ValueError(f"Unknown EpisodeTransformer {name} {value!r}; known: {', '.join(known)}.")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x_t, t, support_features, support_labels):
+        ways = x_t.shape[0]
+        prototypes = base_learner.prototypes(support_features, support_labels, ways)
+        weights_t = origin(self, support_features, support_labels, ways) + x_t
+        time = nn.Dense(self.hidden)(nn.gelu(nn.Dense(self.hidden)(timestep_embedding(t, self.time_dim))))
+        tokens = nn.Dense(self.hidden)(jnp.concatenate([weights_t - prototypes, prototypes], -1)) + time
+        support = nn.Dense(self.hidden)(jnp.concatenate([support_features - prototypes[support_labels], support_features], -1))
+        own_class = (jnp.arange(ways)[:, None] == support_labels[None, :])[None]  # (1 head-broadcast, ways, n)
+        for _ in range(self.blocks):
+            tokens = tokens + nn.MultiHeadDotProductAttention(self.heads)(nn.LayerNorm()(tokens), nn.LayerNorm()(tokens))
+            tokens = tokens + nn.MultiHeadDotProductAttention(self.heads)(nn.LayerNorm()(tokens), nn.LayerNorm()(support), mask=own_class)
+            tokens = tokens + nn.Dense(self.hidden)(nn.gelu(nn.Dense(2 * self.hidden)(nn.LayerNorm()(tokens) + time)))
+        return x_t + nn.Dense(self.dim, kernel_init=nn.initializers.zeros)(nn.LayerNorm()(tokens))
+
+
 # Name -> constructor(dim) of a denoiser module.
 DENOISERS: dict[str, Callable[..., nn.Module]] = {
     "tcunet": TCUNet,
+    "episode_transformer": EpisodeTransformer,
 }
 
 

@@ -26,6 +26,51 @@ def test_tcunet_widths_scale_with_the_feature_dim(dim):
     assert dn.count_params(params) == expected
 
 
+def test_tcunet_width_multiplies_the_hidden_sizes():
+    base = dn.init_params(dn.make_denoiser("tcunet", 64), jax.random.PRNGKey(0))["params"]
+    wide = dn.init_params(dn.make_denoiser("tcunet", 64, width=4), jax.random.PRNGKey(0))["params"]
+    shapes = lambda params: sorted(tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(params) if leaf.ndim == 2)
+    assert (64, 32) in shapes(base) and (64, 128) in shapes(wide) and (64, 32) not in shapes(wide)
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        dn.make_denoiser("tcunet", 64, width=0)
+
+
+def _episode(ways, shots, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    support = jnp.asarray(rng.standard_normal((ways * shots, dim)), jnp.float32)
+    return jnp.asarray(rng.standard_normal((ways, dim)), jnp.float32), support, jnp.repeat(jnp.arange(ways), shots)
+
+
+def test_episode_transformer_starts_at_eps_equal_x_and_is_equivariant_over_classes():
+    model = dn.make_denoiser("episode_transformer", 16, anchor="prototypes", hidden=32, heads=2)
+    x_t, support, labels = _episode(5, 3, 16)
+    params = dn.init_params(model, jax.random.PRNGKey(0), 5, 3)
+    np.testing.assert_array_equal(model.apply(params, x_t, 10, support, labels), x_t)  # zero read-out at init
+    # Any trained state: perturb every parameter, then permute the classes and the support's order.
+    params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
+    out = model.apply(params, x_t, 10, support, labels)
+    assert float(jnp.abs(out - x_t).max()) > 1e-2
+    order = jnp.array([3, 0, 4, 1, 2])
+    relabel = jnp.argsort(order)  # new label of each old class
+    np.testing.assert_allclose(model.apply(params, x_t[order], 10, support, relabel[labels]), out[order], atol=1e-5)
+    shuffle = jnp.asarray(np.random.default_rng(2).permutation(15))
+    np.testing.assert_allclose(model.apply(params, x_t, 10, support[shuffle], labels[shuffle]), out, atol=1e-5)
+
+
+def test_episode_transformer_reads_each_class_s_spread_not_only_its_mean():
+    # Two support sets with the same prototypes but a different spread in class 0: a TCUNet sees only
+    # the prototypes (through W - p), the transformer sees the examples themselves.
+    x_t, support, labels = _episode(5, 2, 8)
+    spread = support.at[0].add(1.0).at[1].add(-1.0)  # class 0's two examples move apart, same mean
+    outputs = {}
+    for name, kwargs in (("tcunet", dict(condition="normalized_gradient")), ("episode_transformer", dict(hidden=16, heads=2))):
+        model = dn.make_denoiser(name, 8, anchor="prototypes", **kwargs)
+        params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(1), a.shape), dn.init_params(model, jax.random.PRNGKey(0), 5, 2))
+        outputs[name] = [model.apply(params, x_t, 10, s, labels) for s in (support, spread)]
+    np.testing.assert_allclose(*outputs["tcunet"], atol=1e-5)
+    assert float(jnp.abs(outputs["episode_transformer"][0] - outputs["episode_transformer"][1]).max()) > 1e-3
+
+
 @pytest.mark.parametrize("ways, shots", [(5, 1), (3, 2), (10, 5)])
 def test_any_ways_and_shots(ways, shots):
     model = dn.make_denoiser("tcunet", 32)
@@ -72,7 +117,7 @@ def test_timestep_embedding_formula():
 
 
 def test_registry_names_the_known_denoisers():
-    with pytest.raises(ValueError, match="Unknown denoiser 'unet'; known: tcunet"):
+    with pytest.raises(ValueError, match="Unknown denoiser 'unet'; known: episode_transformer, tcunet"):
         dn.make_denoiser("unet", 64)
 
 
