@@ -8,9 +8,9 @@ mean is not the best estimate of a class mean: its projection onto the subspace 
 knows the subspace; the ceiling of a linear method). Every learner is fit on the base classes only.
 
 Rows: prototypes (learns nothing); the ridge map from K-shot prototype to class mean and the fine-tuned
-cosine head, their settings chosen on validation episodes; the one-step regressor (MetaDiff's denoiser
-trained to map the support straight to the class means); MetaDiff as published (condition 2K (W - p),
-W diffused from N(0, I), deterministic DDPM mean), this project's default (condition W - p), anchored
+cosine head, their settings chosen on validation episodes; the one-step regressor (the default's denoiser,
+anchored and seeing p, trained to map the support straight to the class means); MetaDiff as published
+(condition 2K (W - p), W diffused from N(0, I), deterministic DDPM mean), the previous default (condition W - p), anchored
 (W - p diffused from N(p, I)), and anchored seeing p; "metadiff chosen" is the MetaDiff variant best on
 validation, among every variant and estimator. Each diffusion model is read with the reference's 1000-step
 deterministic DDPM mean and with DDIM-50 from the noise's mean (start zero, `_ddim50_zero`); the anchored
@@ -45,7 +45,8 @@ MODELS = {
     "metadiff_default": (dict(condition="normalized_gradient"), "diffusion"),
     "metadiff_anchored": (dict(condition="normalized_gradient", anchor="prototypes"), "diffusion"),
     "metadiff_anchored_sees_p": (dict(condition="normalized_gradient_and_prototypes", anchor="prototypes"), "diffusion"),
-    "regressor": (dict(condition="normalized_gradient"), "regression"),
+    # The default's network (anchored, seeing p) trained to map the support to the class means in one pass.
+    "regressor": (dict(condition="normalized_gradient_and_prototypes", anchor="prototypes"), "regression"),
 }
 ESTIMATORS = {
     "ddim50": sp.SamplerConfig("ddim", 50),
