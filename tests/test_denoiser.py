@@ -65,7 +65,8 @@ def test_episode_transformer_reads_each_class_s_spread_not_only_its_mean():
     outputs = {}
     for name, kwargs in (("tcunet", dict(condition="normalized_gradient")), ("episode_transformer", dict(hidden=16, heads=2))):
         model = dn.make_denoiser(name, 8, anchor="prototypes", **kwargs)
-        params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(1), a.shape), dn.init_params(model, jax.random.PRNGKey(0), 5, 2))
+        params = dn.init_params(model, jax.random.PRNGKey(0), 5, 2)
+        params = jax.tree_util.tree_map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
         outputs[name] = [model.apply(params, x_t, 10, s, labels) for s in (support, spread)]
     np.testing.assert_allclose(*outputs["tcunet"], atol=1e-5)
     assert float(jnp.abs(outputs["episode_transformer"][0] - outputs["episode_transformer"][1]).max()) > 1e-3

@@ -73,6 +73,21 @@ def test_training_lowers_the_loss_and_updates_the_ema_every_step():
     assert float(optax.tree.norm(jax.tree_util.tree_map(lambda a, b: a - b, state.ema_params, params))) > 0
 
 
+def test_the_episode_transformer_trains_through_the_same_outer_step():
+    model = dn.make_denoiser("episode_transformer", DIM, anchor="zero", hidden=32, heads=2)
+    schedule, optimizer = sl.linear_schedule(100), df.make_optimizer(1e-3)
+    params = dn.init_params(model, jax.random.PRNGKey(0))
+    train_step = df.jit_train_step(df.make_train_step(model, schedule, optimizer, ema_decay=0.9, ema_start=0))
+    keys = jax.random.split(jax.random.PRNGKey(7), 8)
+    evaluate = jax.jit(lambda p, b: jnp.mean(jax.vmap(lambda k: df.diffusion_loss(model, schedule, p, b, k))(keys)))
+    held_out = make_batch(999, episodes=32)
+    state = df.init_state(params, optimizer)
+    for i in range(150):
+        state, _ = train_step(state, make_batch(i), jax.random.PRNGKey(1))
+    assert int(state.diverged_at) == -1
+    assert float(evaluate(state.params, held_out)) < 0.8 * float(evaluate(params, held_out))
+
+
 def test_outer_step_compiles_once():
     _, _, optimizer, params, step = setup()
     traced = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=0)
