@@ -93,13 +93,10 @@ def test_eval_of_an_unfinished_run_and_damaged_files_are_clear_errors(small_data
     assert no_run.returncode == 2 and "holds no run (no run.json)" in no_run.stderr
     assert not (tmp_path / "none").exists()  # eval reads; it does not create the workdir it was pointed at
 
+    # (That a run from nothing repeats exactly is checked above: the stopped-and-resumed run equals the straight one.)
     workdir = tmp_path / "run"
     first = run_main(*_args(small_data_dir, workdir))
     assert first.returncode == 0, first.stderr[-3000:]
-    twin = run_main(*_args(small_data_dir, tmp_path / "twin"))  # same config and seed, run again from nothing
-    assert twin.returncode == 0, twin.stderr[-3000:]
-    rows = lambda name: json.loads((tmp_path / name / "results.json").read_text())["results"]
-    assert rows("run") == rows("twin")  # every accuracy, CI and paired difference, exactly
     (cache,) = (workdir / "features").glob("*.npz")
     original = cache.read_bytes()
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from configs import mini_imagenet_conv4, mini_imagenet_resnet12, tiered_imagenet_conv4, tiered_imagenet_resnet12
+from launch import settings
+from metadiff_jax import parallel
 from metadiff_jax.data import cifar_fewshot, datasets, episodes, fake_files
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -187,6 +189,7 @@ def test_paper_configs_carry_the_reference_protocol():
         assert config.dataset.in_memory == (dataset == "mini_imagenet")
         with pytest.raises(ValueError, match="quick"):
             module.get_config("fast")
+        settings.validate(module.get_config("quick"), {}, parallel.make_mesh())  # every settings object builds
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +200,9 @@ def fake_manual_dir(tmp_path_factory) -> pathlib.Path:
     return manual
 
 
-@pytest.mark.parametrize("config_file", ["mini_imagenet_resnet12", "tiered_imagenet_resnet12", "mini_imagenet_conv4", "tiered_imagenet_conv4"])
+# tiered_imagenet_resnet12 is the one pairing left out (the suite's time): its backbone runs in the mini
+# ResNet-12 row, its data path in the tiered Conv-4 row, and its quick config is validated above.
+@pytest.mark.parametrize("config_file", ["mini_imagenet_resnet12", "mini_imagenet_conv4", "tiered_imagenet_conv4"])
 def test_quick_variant_of_each_paper_config_runs_end_to_end_on_fake_files(tmp_path, fake_manual_dir, config_file):
     workdir = tmp_path / "run"
     # One of them also trains with the query loss through the differentiable sampler (metadiff_jax/differentiable.py).
