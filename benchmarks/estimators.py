@@ -52,11 +52,10 @@ def main() -> None:
             subprocess.run(command, cwd=report.ROOT, check=True)
             results, accuracies = compare.load(main)
             ways = results["config"]["episodes"]["ways"]
-            on_validation = {"ddpm_mean_1000": results["selected_on_validation"]}
-            on_validation |= {name: compare.load(suite / name)[0]["selected_on_validation"] for name in ESTIMATORS}
+            loaded = {"ddpm_mean_1000": (results, accuracies)} | {name: compare.load(suite / name) for name in ESTIMATORS}
+            on_validation = {name: run_results["selected_on_validation"] for name, (run_results, _) in loaded.items()}
             for shots in results["paired_against"]:
-                runs = {"ddpm_mean_1000": accuracies[f"metadiff_{shots}shot"]}
-                runs |= {name: compare.load(suite / name)[1][f"metadiff_{shots}shot"] for name in ESTIMATORS}
+                runs = {name: run_accuracies[f"metadiff_{shots}shot"] for name, (_, run_accuracies) in loaded.items()}
                 for name, values in runs.items():
                     reference = None if name == "ddpm_mean_1000" else runs["ddpm_mean_1000"]
                     validation = on_validation[name][shots]["metadiff"]["validation_accuracy"]

@@ -63,6 +63,14 @@ def origin(denoiser: nn.Module, support_features, support_labels, ways: int):
     return jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
 
 
+def _check_choices(module: nn.Module, **known: tuple[str, ...]) -> None:
+    """Raises a ValueError naming the module's field and its known values when a field is not one of them."""
+    for name, choices in known.items():
+        value = getattr(module, name)
+        if value not in choices:
+            raise ValueError(f"Unknown {type(module).__name__} {name} {value!r}; known: {', '.join(choices)}.")
+
+
 def predicts_x0(denoiser: nn.Module) -> bool:
     """Whether the denoiser's output is x_0 (prediction "x0") rather than the noise; a denoiser module
     without a `prediction` field (one a user brings) predicts the noise, as the reference's does."""
@@ -115,9 +123,7 @@ class TCUNet(nn.Module):
     def __post_init__(self):
         if self.width < 1:
             raise ValueError(f"TCUNet width must be a positive integer (a multiplier of the hidden sizes), got {self.width}.")
-        for name, value, known in (("condition", self.condition, CONDITIONS), ("anchor", self.anchor, ANCHORS), ("prediction", self.prediction, PREDICTIONS)):
-            if value not in known:
-                raise ValueError(f"Unknown TCUNet {name} {value!r}; known: {', '.join(known)}.")
+        _check_choices(self, condition=CONDITIONS, anchor=ANCHORS, prediction=PREDICTIONS)
         super().__post_init__()
 
     @nn.compact
@@ -171,9 +177,7 @@ class EpisodeTransformer(nn.Module):
     time_dim: int = 320
 
     def __post_init__(self):
-        for name, value, known in (("anchor", self.anchor, ANCHORS), ("prediction", self.prediction, PREDICTIONS)):
-            if value not in known:
-                raise ValueError(f"Unknown EpisodeTransformer {name} {value!r}; known: {', '.join(known)}.")
+        _check_choices(self, anchor=ANCHORS, prediction=PREDICTIONS)
         super().__post_init__()
 
     @nn.compact
