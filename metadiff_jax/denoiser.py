@@ -50,7 +50,14 @@ class TorchDense(nn.Module):
         return x @ kernel + bias
 
 
-CONDITIONS = ("gradient", "normalized_gradient", "normalized_gradient_and_prototypes", "prototypes", "none")
+CONDITIONS = (
+    "gradient",
+    "normalized_gradient",
+    "normalized_gradient_and_prototypes",
+    "normalized_gradient_and_gated_prototypes",
+    "prototypes",
+    "none",
+)
 ANCHORS = ("zero", "prototypes")
 PREDICTIONS = ("eps", "x0")
 
@@ -104,7 +111,9 @@ class TCUNet(nn.Module):
     at 5 shots training stalls (see README). "normalized_gradient" feeds g / (2 n_k) = W_k - p_k instead,
     the same direction with the shot count divided out; parameters and everything else are unchanged.
     "normalized_gradient_and_prototypes" adds a learned projection of p itself to W_k - p_k, so that the
-    denoiser knows where the class sits. "prototypes" and "none" are ablations: g is a learned projection of
+    denoiser knows where the class sits; "normalized_gradient_and_gated_prototypes" multiplies that projection
+    by a learned gate of t in (0, 1), so that it can fade where the output should be x_t itself (an
+    x0-predictor at low noise), instead of entering every step the same way. "prototypes" and "none" are ablations: g is a learned projection of
     [W_t, p] or of x_t alone.
 
     anchor: the origin of the diffusion (`origin`); the input x_t is W_t - origin, and the conditions see
@@ -129,16 +138,20 @@ class TCUNet(nn.Module):
     @nn.compact
     def __call__(self, x_t, t, support_features, support_labels):
         weights_t = origin(self, support_features, support_labels, x_t.shape[0]) + x_t
-        if self.condition in ("gradient", "normalized_gradient", "normalized_gradient_and_prototypes"):
+        emb = timestep_embedding(t, self.time_dim)
+        if self.condition in ("gradient", "normalized_gradient", "normalized_gradient_and_prototypes", "normalized_gradient_and_gated_prototypes"):
             g = base_learner.support_gradient(weights_t, support_features, support_labels)
             if self.condition != "gradient":
                 counts = base_learner.class_counts(support_labels, weights_t.shape[0])
                 g = g / (2.0 * jnp.maximum(counts, 1.0))[:, None]
-            if self.condition == "normalized_gradient_and_prototypes":
+            if self.condition in ("normalized_gradient_and_prototypes", "normalized_gradient_and_gated_prototypes"):
                 # W - p cannot say where the class sits; a ridge map can (README). A projection of p, zero at
                 # initialisation so that training starts from the normalized_gradient denoiser.
                 prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
-                g = g + nn.Dense(self.dim, kernel_init=nn.initializers.zeros)(prototypes)
+                projection = nn.Dense(self.dim, kernel_init=nn.initializers.zeros)(prototypes)
+                if self.condition == "normalized_gradient_and_gated_prototypes":
+                    projection = projection * nn.sigmoid(nn.Dense(1)(emb))
+                g = g + projection
         elif self.condition == "prototypes":
             # Ablation: W_t and the support prototypes as two inputs, mixed by a learned layer; the network may
             # learn W_t - p, but is not handed the gradient's structure.
@@ -146,7 +159,6 @@ class TCUNet(nn.Module):
             g = TorchDense(self.dim)(jnp.concatenate([weights_t, prototypes], axis=-1))
         else:  # "none"
             g = TorchDense(self.dim)(x_t)  # ablation: no support information at all (unconditional)
-        emb = timestep_embedding(t, self.time_dim)
         gate = nn.sigmoid(TorchDense(1)(nn.relu(TorchDense(self.time_dim // 2)(emb))))
         wide, narrow = max(1, self.width * self.dim // 2), max(1, self.width * self.dim // 4)
         h1 = nn.softplus(TorchDense(wide)(g) * TorchDense(wide)(emb))

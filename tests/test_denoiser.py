@@ -133,3 +133,29 @@ def test_ablation_conditions_build_and_only_the_conditioned_one_reads_the_suppor
     second = model.apply(params, weights, jnp.int32(5), support + 1.0, labels)
     assert first.shape == (3, 8) and bool(jnp.all(jnp.isfinite(first)))
     assert bool(jnp.any(first != second)) == (condition == "prototypes")
+
+
+def test_gated_projection_of_p_is_off_when_its_gate_closes_and_the_plain_projection_when_it_opens():
+    dim, ways = 8, 3
+    gated = dn.make_denoiser("tcunet", dim, time_dim=16, condition="normalized_gradient_and_gated_prototypes", anchor="prototypes")
+    plain = dn.make_denoiser("tcunet", dim, time_dim=16, condition="normalized_gradient_and_prototypes", anchor="prototypes")
+    params = dn.init_params(gated, jax.random.PRNGKey(0), ways=ways, shots=2)
+    x_t = jax.random.normal(jax.random.PRNGKey(1), (ways, dim))
+    labels = jnp.repeat(jnp.arange(ways), 2)
+    support = jax.random.normal(jax.random.PRNGKey(2), (2 * ways, dim)) + 3.0
+
+    def with_gate(bias, projection):
+        inner = dict(params["params"])
+        inner["Dense_0"] = {**inner["Dense_0"], "kernel": projection * jnp.eye(dim)}
+        inner["Dense_1"] = {"kernel": jnp.zeros_like(inner["Dense_1"]["kernel"]), "bias": jnp.full((1,), bias)}
+        return {"params": inner}
+
+    def plain_params(projection):
+        inner = {k: v for k, v in with_gate(0.0, projection)["params"].items() if k != "Dense_1"}
+        return {"params": inner}
+
+    closed = gated.apply(with_gate(-30.0, 1.0), x_t, jnp.int32(5), support, labels)
+    opened = gated.apply(with_gate(30.0, 1.0), x_t, jnp.int32(5), support, labels)
+    np.testing.assert_allclose(closed, plain.apply(plain_params(0.0), x_t, jnp.int32(5), support, labels), atol=1e-5)
+    np.testing.assert_allclose(opened, plain.apply(plain_params(1.0), x_t, jnp.int32(5), support, labels), atol=1e-5)
+    assert float(jnp.max(jnp.abs(opened - closed))) > 0.1
