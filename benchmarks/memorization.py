@@ -1,6 +1,6 @@
 """Is MetaDiff's failure memorization? Trained denoisers on the base classes they were trained on, and on new ones.
 
-    python -m benchmarks.memorization [--seeds 0,1,2] [--workdir runs/headline] [--variants published,anchor_prototypes]
+    python -m benchmarks.memorization [--seeds 0,1,2] [--workdir runs/headline] [--variants published,anchor_prototypes,anchor_prototypes_sees_prototypes]
 
 Needs `python -m benchmarks.headline` (with those variants) done for those seeds. For the main run's
 denoiser and each variant's, 600 episodes of the BASE (train) classes it was trained on and 600 of the
@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
-    parser.add_argument("--variants", default="published,anchor_prototypes")
+    parser.add_argument("--variants", default="published,anchor_prototypes,anchor_prototypes_sees_prototypes")
     parser.add_argument("--episodes", type=int, default=600)
     args = parser.parse_args()
     rows, per_episode = [], {}
