@@ -34,13 +34,19 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# What benchmarks write (results, their sections of the markdown files, figures): changes there are the
+# outputs of the run being recorded, not changes to the code that made them.
+OUTPUTS = ("benchmarks/results", "*.md", "docs")
+
+
 def commit() -> str:
-    """The commit the working tree is at, with "+changes" when it differs from it (results made from it)."""
+    """The commit the working tree is at, with "+changes" when its code differs from it (results made from it)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){path}" for path in OUTPUTS))
+    return head + ("+changes" if changed else "")
 
 
 def publish(
