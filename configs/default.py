@@ -73,6 +73,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.prediction = "eps"
     # Hidden sizes of the TCUNet as multiples of the reference's (d/2, d/4 for feature dim d).
     config.metadiff.width = 1
+    # Narrow residual blocks of the TCUNet in a row (1, the reference's).
+    config.metadiff.depth = 1
     # Scale features so that MetaDiff's targets have unit standard deviation (the scale of its noise).
     config.metadiff.unit_scale_targets = True
     config.metadiff.schedule = "linear"

@@ -68,7 +68,7 @@ def make_denoiser(config, dim: int):
     # The config's keys that the chosen denoiser has as fields (the transformer has no condition or width).
     module = denoiser.DENOISERS.get(config.metadiff.denoiser)
     known = {field.name for field in dataclasses.fields(module)} if module else set()
-    kwargs = {name: config.metadiff[name] for name in ("condition", "anchor", "prediction", "width") if name in known}
+    kwargs = {name: config.metadiff[name] for name in ("condition", "anchor", "prediction", "width", "depth") if name in known}
     return _built("metadiff.denoiser", lambda: denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs))
 
 

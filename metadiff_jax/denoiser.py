@@ -120,6 +120,7 @@ class TCUNet(nn.Module):
     W_t = origin + x_t. prediction: "eps" (the reference) or "x0", what the output is trained to be.
     width: multiplies the hidden layers' sizes (d/2 and d/4 above). The reference sizes them by the feature
     dim, which leaves a 16-unit bottleneck at Conv-4's d = 64; width 4 gives that dim the widths d = 256 has.
+    depth: how many of the narrow residual blocks (h3 above) run in a row; 1 is the reference.
     """
 
     dim: int
@@ -128,10 +129,13 @@ class TCUNet(nn.Module):
     anchor: str = "zero"
     prediction: str = "eps"
     width: int = 1
+    depth: int = 1
 
     def __post_init__(self):
         if self.width < 1:
             raise ValueError(f"TCUNet width must be a positive integer (a multiplier of the hidden sizes), got {self.width}.")
+        if self.depth < 1:
+            raise ValueError(f"TCUNet depth must be a positive integer (narrow residual blocks in a row), got {self.depth}.")
         _check_choices(self, condition=CONDITIONS, anchor=ANCHORS, prediction=PREDICTIONS)
         super().__post_init__()
 
@@ -163,7 +167,9 @@ class TCUNet(nn.Module):
         wide, narrow = max(1, self.width * self.dim // 2), max(1, self.width * self.dim // 4)
         h1 = nn.softplus(TorchDense(wide)(g) * TorchDense(wide)(emb))
         h2 = nn.softplus(TorchDense(narrow)(h1) * TorchDense(narrow)(emb))
-        h3 = nn.softplus(TorchDense(narrow)(h2) * TorchDense(narrow)(emb)) + h2
+        h3 = h2
+        for _ in range(self.depth):
+            h3 = nn.softplus(TorchDense(narrow)(h3) * TorchDense(narrow)(emb)) + h3
         h4 = nn.softplus(TorchDense(wide)(h3) * TorchDense(wide)(emb)) + h1
         h5 = TorchDense(self.dim)(h4) * TorchDense(self.dim)(emb) + g
         return gate * g + (1.0 - gate) * h5

@@ -35,6 +35,21 @@ def test_tcunet_width_multiplies_the_hidden_sizes():
         dn.make_denoiser("tcunet", 64, width=0)
 
 
+def test_tcunet_depth_repeats_the_narrow_residual_block():
+    model = dn.make_denoiser("tcunet", 64, time_dim=16)
+    deep = dn.make_denoiser("tcunet", 64, time_dim=16, depth=3)
+    params = dn.init_params(model, jax.random.PRNGKey(0))
+    deep_params = dn.init_params(deep, jax.random.PRNGKey(0))
+    narrow, linear = 16, lambda i, o: i * o + o
+    assert dn.count_params(deep_params) - dn.count_params(params) == 2 * (linear(narrow, narrow) + linear(16, narrow))
+    weights, support = jax.random.normal(jax.random.PRNGKey(1), (5, 64)), jax.random.normal(jax.random.PRNGKey(2), (5, 64))
+    inputs = (weights, jnp.array(7), support, jnp.arange(5))
+    assert bool(jnp.all(jnp.isfinite(deep.apply(deep_params, *inputs))))
+    assert float(jnp.max(jnp.abs(deep.apply(deep_params, *inputs) - model.apply(params, *inputs)))) > 0
+    with pytest.raises(ValueError, match="depth must be a positive integer"):
+        dn.make_denoiser("tcunet", 64, depth=0)
+
+
 def _episode(ways, shots, dim, seed=0):
     rng = np.random.default_rng(seed)
     support = jnp.asarray(rng.standard_normal((ways * shots, dim)), jnp.float32)
