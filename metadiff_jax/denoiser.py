@@ -113,8 +113,8 @@ class TCUNet(nn.Module):
     "normalized_gradient_and_prototypes" adds a learned projection of p itself to W_k - p_k, so that the
     denoiser knows where the class sits; "normalized_gradient_and_gated_prototypes" multiplies that projection
     by a learned gate of t in (0, 1), so that it can fade where the output should be x_t itself (an
-    x0-predictor at low noise), instead of entering every step the same way. "prototypes" and "none" are ablations: g is a learned projection of
-    [W_t, p] or of x_t alone.
+    x0-predictor at low noise), instead of entering every step the same way. "prototypes" and "none" are
+    ablations: g is a learned projection of [W_t, p] or of x_t alone.
 
     anchor: the origin of the diffusion (`origin`); the input x_t is W_t - origin, and the conditions see
     W_t = origin + x_t. prediction: "eps" (the reference) or "x0", what the output is trained to be.
