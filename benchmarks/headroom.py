@@ -34,7 +34,7 @@ from benchmarks import report
 from benchmarks.memorization import split_features
 from launch import settings
 from launch.workdir import read_run_record
-from metadiff_jax import evaluate
+from metadiff_jax import diffusion, evaluate
 from metadiff_jax.baselines import features as rivals
 from metadiff_jax.data import episodes
 from metadiff_jax.data.split import ClassIndexedSplit
@@ -43,9 +43,8 @@ EPISODE_SEED = 7  # the episodes of benchmarks.memorization
 
 
 def class_means(split: ClassIndexedSplit) -> np.ndarray:
-    """`(classes, d)`: each class's mean feature over all its examples."""
-    sums = np.add.reduceat(np.asarray(split.images, np.float64), split.class_starts[:-1], axis=0)
-    return sums / split.class_sizes[:, None]
+    """`(classes, d)`: each class's mean feature over all its examples (MetaDiff's class-mean targets)."""
+    return diffusion.class_mean_targets(split.images, split.class_starts)
 
 
 def spread(split: ClassIndexedSplit) -> dict:
