@@ -50,14 +50,10 @@ class TorchDense(nn.Module):
         return x @ kernel + bias
 
 
-CONDITIONS = (
-    "gradient",
-    "normalized_gradient",
-    "normalized_gradient_and_prototypes",
-    "normalized_gradient_and_gated_prototypes",
-    "prototypes",
-    "none",
-)
+# The TCUNet's conditions: those built on the support gradient at W_t, of which the last two also see p.
+SEES_PROTOTYPES = ("normalized_gradient_and_prototypes", "normalized_gradient_and_gated_prototypes")
+GRADIENT_CONDITIONS = ("gradient", "normalized_gradient", *SEES_PROTOTYPES)
+CONDITIONS = (*GRADIENT_CONDITIONS, "prototypes", "none")
 ANCHORS = ("zero", "prototypes")
 PREDICTIONS = ("eps", "x0")
 
@@ -143,12 +139,12 @@ class TCUNet(nn.Module):
     def __call__(self, x_t, t, support_features, support_labels):
         weights_t = origin(self, support_features, support_labels, x_t.shape[0]) + x_t
         emb = timestep_embedding(t, self.time_dim)
-        if self.condition in ("gradient", "normalized_gradient", "normalized_gradient_and_prototypes", "normalized_gradient_and_gated_prototypes"):
+        if self.condition in GRADIENT_CONDITIONS:
             g = base_learner.support_gradient(weights_t, support_features, support_labels)
             if self.condition != "gradient":
                 counts = base_learner.class_counts(support_labels, weights_t.shape[0])
                 g = g / (2.0 * jnp.maximum(counts, 1.0))[:, None]
-            if self.condition in ("normalized_gradient_and_prototypes", "normalized_gradient_and_gated_prototypes"):
+            if self.condition in SEES_PROTOTYPES:
                 # W - p cannot say where the class sits; a ridge map can (README). A projection of p, zero at
                 # initialisation so that training starts from the normalized_gradient denoiser.
                 prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
