@@ -1,4 +1,4 @@
-"""The picture of the default dataset in README: renders of its training classes at its difficulty, and one
+"""The picture of the default dataset in docs/datasets.md: renders of its training classes at its difficulty, and one
 class at every difficulty level the calibration measured.
 
     python -m benchmarks.glyph_samples

@@ -23,7 +23,7 @@ def train_step_rows(dims=(512, 640), batches=(8, 64, 512, 4096), steps: int = 20
     for dim in dims:
         model = denoiser.make_denoiser("tcunet", dim)
         optimizer = diffusion.make_optimizer()
-        step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer))
+        step = diffusion.jit_train_step(diffusion.make_train_step(diffusion.make_loss(model, noise), optimizer))
         for batch in batches:
             state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
             data = jax.tree_util.tree_map(jnp.asarray, common.random_train_batch(batch, dim))

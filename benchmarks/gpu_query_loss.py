@@ -1,4 +1,4 @@
-"""The differentiable sampler's training mode on a GPU: MetaDiff's outer step plus the query loss through K
+"""The query-loss training mode on a GPU: MetaDiff's outer step plus the query loss through K
 DDIM steps, each step rematerialised (`jax.checkpoint`) or with its activations stored, at the paper's
 feature size d = 640 (ResNet-12 wide), 8 episodes of 5-way 1-shot with 15 queries a class, T = 1000.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 
 from benchmarks import common, report
-from metadiff_jax import denoiser, differentiable, diffusion, schedule
+from metadiff_jax import denoiser, diffusion, query_loss, schedule
 
 DIM, WAYS, QUERIES, BATCH = 640, 5, 15, 8
 
@@ -23,10 +23,11 @@ def row(inner_loop: str, steps: int) -> dict:
     model = denoiser.make_denoiser("tcunet", DIM)
     noise = schedule.linear_schedule(1000)
     optimizer = diffusion.make_optimizer()
-    query_loss = (
-        None if inner_loop == "none" else differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=steps, remat=inner_loop == "remat"))
-    )
-    step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=1.0))
+    loss_fn = diffusion.make_loss(model, noise)
+    if inner_loop != "none":
+        sampled = query_loss.make_query_loss(model, noise, query_loss.QueryLossConfig(steps=steps, remat=inner_loop == "remat"))
+        loss_fn = query_loss.add_query_loss(loss_fn, sampled, 1.0)
+    step = diffusion.jit_train_step(diffusion.make_train_step(loss_fn, optimizer))
     state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
     batch = jax.device_put(common.random_train_batch(BATCH, DIM, WAYS, queries=QUERIES))
     key = jax.random.PRNGKey(1)

@@ -3,7 +3,7 @@
     python -m benchmarks.headline [--seeds 0,1,2] [--variants published,...] [--workdir runs/headline]
 
 For each seed S this runs the main job (`configs/default.py --config.seed=S`) in <workdir>/seed<S>, then
-each variant (a file in configs/ablations/, run by `launch.ablate` against that seed's main run, on its
+each variant (an entry of configs/ablations.py, run by `launch.ablate` against that seed's main run, on its
 backbone and features) in <workdir>/seed<S>_variants. The seed changes the backbone's pretraining, the
 rivals' draws and meta-training, and the denoisers' initialisation and episode stream; the 600 test
 episodes are the same for every seed (episodes.test_seed). Everything resumes: rerunning continues.
@@ -36,9 +36,9 @@ def run(command: list[str]) -> None:
     subprocess.run(command, cwd=report.ROOT, check=True)
 
 
-def seed_rows(seed: int, results: dict, accuracies: dict, variants: dict[str, dict]) -> tuple[list[dict], dict]:
-    """One seed's rows (every method and shot count, each paired against that seed's strongest rival), and
-    its per-episode accuracies keyed "<method>_<K>shot"."""
+def seed_rows(seed: int, results: dict, accuracies: dict, variants: dict[str, dict]) -> tuple[list[dict], dict, dict]:
+    """One seed's rows (every method and shot count, each paired against that seed's strongest rival), its
+    per-episode accuracies keyed "<method>_<K>shot", and its choices on validation per shot count."""
     per_episode = dict(accuracies)
     selected = json.loads(json.dumps(results["selected_on_validation"]))
     for name, (variant_results, variant_accuracies) in variants.items():
@@ -95,11 +95,11 @@ def pooled_rows(per_seed: dict[int, dict], selected: dict[int, dict], ways: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--variants", default="", help="comma-separated files of configs/ablations/ to run beside the default")
+    parser.add_argument("--variants", default="", help="comma-separated entries of configs/ablations.py to run beside the default")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
     parser.add_argument("--config", default="configs/default.py")
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run, e.g. rivals.anil_steps=100")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run, e.g. rivals.anil.steps=100")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variant_names = [v for v in args.variants.split(",") if v]
@@ -115,7 +115,8 @@ def main() -> None:
         if variant_names:
             variant_dir = args.workdir / f"seed{seed}_variants"
             run([sys.executable, "-m", "launch.ablate", "--main", str(main_dir), "--workdir", str(variant_dir), "--only", ",".join(variant_names)])
-            variants = {name: compare.load(variant_dir / name) for name in variant_names}
+            # A variant that changes nothing in this main run is skipped by the suite, and has no row of its own.
+            variants = {name: compare.load(variant_dir / name) for name in variant_names if (variant_dir / name / "results.json").exists()}
         results, accuracies = compare.load(main_dir)
         seed_table, per_seed[seed], selected[seed] = seed_rows(seed, results, accuracies, variants)
         rows += seed_table

@@ -34,8 +34,7 @@ from benchmarks import report
 from benchmarks.memorization import split_features
 from launch import settings
 from launch.workdir import read_run_record
-from metadiff_jax import diffusion, evaluate
-from metadiff_jax.baselines import features as rivals
+from metadiff_jax import diffusion, evaluate, rivals
 from metadiff_jax.data import episodes
 from metadiff_jax.data.split import ClassIndexedSplit
 
@@ -119,7 +118,7 @@ def main() -> None:
         spread_rows += [{"seed": seed, "classes": name, **spread(splits[key])} for key, name in (("train", "base"), ("validation", "validation"))]
         for shots, spec in settings.episode_specs(config).items():
             strength = float(chosen[str(shots)]["ridge"]["choice"]["strength"])
-            draws = rivals.prototype_draws(splits["train"], shots, config.rivals.ridge_draws_per_class, seed)
+            draws = rivals.prototype_draws(splits["train"], shots, config.rivals.ridge.draws_per_class, seed)
             ridge = rivals.fit_ridge(*draws, strength)
             for key, classes in (("train", "base (trained on)"), ("validation", "validation (new)")):
                 accuracies = estimator_accuracies(splits[key], spec, ridge, args.episodes)

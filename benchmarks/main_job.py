@@ -44,7 +44,7 @@ def main() -> None:
             subprocess.run(command, cwd=report.ROOT, check=True)
             seconds = time.perf_counter() - start
             results = json.loads((scratch / "run" / "results.json").read_text())
-            # The printed table of this run, and the default's accuracy plot (README shows it), kept beside the rows.
+            # The printed table of this run, and the default's accuracy plot (docs/findings.md shows it), kept beside the rows.
             stem = report.ROOT / "benchmarks" / "results" / f"main_job_{pathlib.Path(config).stem}"
             shutil.copy(scratch / "run" / "results.md", f"{stem}_results.md")
             shutil.copy(scratch / "run" / "per_episode_accuracy.npz", f"{stem}_per_episode.npz")

@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks import report
 from launch import settings, stages
 from launch.workdir import read_run_record
-from metadiff_jax import checkpoints, evaluate, features
+from metadiff_jax import checkpoints, evaluate, feature_splits, sampler
 from metadiff_jax import denoiser as denoiser_lib
 from metadiff_jax.data import datasets, episodes
 from metadiff_jax.data.split import ClassIndexedSplit
@@ -33,7 +33,7 @@ def split_features(run: pathlib.Path, config) -> dict[str, ClassIndexedSplit]:
     (cache,) = sorted((run / "features").glob("*.npz"))
     with np.load(cache) as arrays:
         splits = {name: ClassIndexedSplit(arrays[name], datasets.load_split(builder, name).class_starts, name) for name in ("train", "validation")}
-    return features.scale_to_unit_targets(splits)[0] if config.metadiff.unit_scale_targets else splits
+    return feature_splits.scale_to_unit_targets(splits)[0] if config.metadiff.unit_scale_targets else splits
 
 
 def main() -> None:
@@ -56,7 +56,8 @@ def main() -> None:
                 model = settings.make_denoiser(config, splits["train"].images.shape[-1])
                 template = denoiser_lib.init_params(model, jax.random.PRNGKey(0))
                 params = checkpoints.restore_tree((run / "checkpoints" / f"metadiff_{shots}shot").absolute(), {"params": template, "ema_params": template})
-                evaluator = evaluate.make_evaluator(model, settings.noise_schedule(config), settings.sampler_config(config), spec.ways)
+                sample_task = sampler.make_sample_task(model, settings.noise_schedule(config), settings.sampler_config(config))
+                evaluator = evaluate.make_evaluator(sample_task, spec.ways, model.dim)
                 for split in ("train", "validation"):
                     plan = episodes.sample_plan(splits[split], spec, 7, np.arange(args.episodes))
                     test = evaluate.episodes_from_plan(splits[split], plan)

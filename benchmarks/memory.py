@@ -12,7 +12,7 @@ MAML and ANIL run their inner loop as a `lax.scan` (`inner_loop: scan`, what the
 MAML is also measured unrolled (`GradientMetaConfig.unroll`, the main job's default on CPU, where XLA runs
 convolution gradients inside loops ~8x slower) up to 20 steps: unrolled, its compile time grows with the
 steps (50 steps did not compile in 8 minutes).
-`metadiff_query` is MetaDiff's step with the query loss of `differentiable.py` added (T = 1000): its
+`metadiff_query` is MetaDiff's step with the query loss of `query_loss.py` added (T = 1000): its
 `inner_steps` is K, the DDIM steps it backpropagates through, each step rematerialised (`remat`) or with its
 activations stored (`stored`).
 Each row runs in its own process, so that peak RSS is that row's alone.
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import report
-from metadiff_jax import backbones, denoiser, differentiable, diffusion, schedule
+from metadiff_jax import backbones, denoiser, diffusion, query_loss, schedule
 from metadiff_jax.baselines import gradient
 
 WAYS, SHOTS, QUERIES, EPISODES = 5, 1, 15, 4
@@ -71,15 +71,16 @@ def build(method: str, inner_loop: str, length: int):
     if method == "metadiff_query":
         # T = 1000; `length` is K, the DDIM steps the query loss backpropagates through.
         noise = schedule.linear_schedule(1000)
-        query_loss = differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=length, remat=inner_loop == "remat"))
-        train_step = diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=1.0)
+        sampled = query_loss.make_query_loss(model, noise, query_loss.QueryLossConfig(steps=length, remat=inner_loop == "remat"))
+        train_step = diffusion.make_train_step(query_loss.add_query_loss(diffusion.make_loss(model, noise), sampled, 1.0), optimizer)
 
         def query_step(state, images, labels, query_images, query_labels, targets, rng):
             batch = diffusion.TrainBatch(encode(images), labels, targets, encode(query_images), query_labels)
             return train_step(state, batch, rng)
 
         return jax.jit(query_step, donate_argnums=0), (state, support_x, support_y, query_x, query_y, targets, jax.random.PRNGKey(0))
-    train_step = diffusion.make_train_step(model, schedule.linear_schedule(length) if length > 20 else schedule.cosine_schedule(length), optimizer)
+    noise = schedule.linear_schedule(length) if length > 20 else schedule.cosine_schedule(length)
+    train_step = diffusion.make_train_step(diffusion.make_loss(model, noise), optimizer)
 
     def step(state, images, labels, targets, rng):
         return train_step(state, diffusion.TrainBatch(encode(images), labels, targets), rng)
@@ -137,7 +138,7 @@ def main() -> None:
         "(`GradientMetaConfig.unroll`, the main job's default: XLA on CPU runs convolution gradients inside "
         "loops about 8 x slower; unrolled, 50 steps did not compile in 8 minutes, so its rows stop at 20). "
         "`metadiff_query`: MetaDiff's step plus the query loss backpropagated through K = `inner_steps` DDIM "
-        "steps of the sampler (`differentiable.py`, T = 1000), each step under `jax.checkpoint` (`remat`) or not "
+        "steps of the sampler (`query_loss.py`, T = 1000), each step under `jax.checkpoint` (`remat`) or not "
         "(`stored`).\n\n"
         "![memory against inner steps](benchmarks/results/memory.png)",
     )

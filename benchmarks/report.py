@@ -15,6 +15,8 @@ import subprocess
 
 import numpy as np
 
+from metadiff_jax.evaluate import markdown_table
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -23,15 +25,6 @@ def machine() -> str:
 
     devices = jax.devices()
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}"
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """Every key of any row is a column (in order of first appearance); a row without it leaves the cell empty."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    cell = lambda value: (f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}") if isinstance(value, float) else "" if value is None else str(value)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # What benchmarks write (results, their sections of the markdown files, figures): changes there are the

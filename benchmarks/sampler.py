@@ -3,7 +3,7 @@
     python -m benchmarks.sampler
 
 Compared like with like against the reference PyTorch code, timed on the same kind of 2-core machine
-(../shared/docs/METADIFF.md, "The reference code's speed, measured": commit 126fab18, random features of the
+(docs/reference.md, "The reference code's speed, measured": commit 126fab18, random features of the
 real shapes, d = 512, 5-way, 15 queries):
 - batched: all 600 episodes in one call, parameters frozen: 49.9 s at 1 shot, 282.8 s at 5 shots; here,
   all 600 vmapped in one jitted call;
@@ -22,7 +22,7 @@ from metadiff_jax import denoiser as dn
 from metadiff_jax import sampler as sp
 from metadiff_jax import schedule as sl
 
-# Seconds for 600 episodes x 1000 steps at d = 512 on a 2-core CPU, by (shots, how): METADIFF.md's table.
+# Seconds for 600 episodes x 1000 steps at d = 512 on a 2-core CPU, by (shots, how): docs/reference.md's table.
 REFERENCE_SECONDS = {(1, "batched"): 49.9, (5, "batched"): 282.8, (1, "one episode a call"): 617.6}
 EPISODES, WAYS, STEPS = 600, 5, 1000
 
@@ -69,7 +69,7 @@ def main() -> None:
         "Sampling: 600 episodes x 1000 DDPM steps",
         "5-way, deterministic DDPM mean (the reference sampler), TCUNet, median of 3 runs after compilation. "
         "`reference_seconds`: the reference PyTorch code on the same kind of 2-core machine, batched against batched "
-        "and one episode a call against as shipped (../shared/docs/METADIFF.md, measured with its commit 126fab18). "
+        "and one episode a call against as shipped (docs/reference.md, measured with its commit 126fab18). "
         "FLOPs: the denoiser's matmuls only. `matmul_peak_gflops_per_s`: a 2048 x 2048 float32 matmul through XLA "
         "in the same run.",
     )

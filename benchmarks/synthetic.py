@@ -30,10 +30,9 @@ import numpy as np
 from benchmarks import report
 from metadiff_jax import denoiser as dn
 from metadiff_jax import evaluate as ev
+from metadiff_jax import rivals, synthetic, train
 from metadiff_jax import sampler as sp
 from metadiff_jax import schedule as sl
-from metadiff_jax import synthetic, train
-from metadiff_jax.baselines import features as rival_features
 from metadiff_jax.data import episodes
 
 TRAIN = train.TrainConfig(steps=10_000, batch_size=8, learning_rate=1e-4, weight_decay=5e-4, ema_decay=0.999, ema_start=200)
@@ -65,26 +64,27 @@ def seed_accuracies(splits, shots: int, seed: int, validation, test) -> tuple[di
         config = train.TrainConfig(**{**TRAIN.__dict__, "seed": seed, "objective": objective})
         print(f"[{shots}-shot seed {seed}] training {name}", flush=True)
         state, _ = train.train_denoiser(model, schedule, dn.init_params(model, jax.random.PRNGKey(seed)), splits["train"], spec, config, progress=False)
-        samplers = {name: sp.SamplerConfig("one_step" if objective == "regression" else "ddpm_mean")}
+        samplers = {name: sp.SamplerConfig("ddpm_mean")}
         if objective == "diffusion":
             samplers[f"{name}_ddim50_zero"] = ESTIMATORS["ddim50_zero"]
         if name == "metadiff_anchored":
             samplers.update({f"{name}_{estimator}": sampler for estimator, sampler in ESTIMATORS.items()})
         for row, sampler in samplers.items():
-            evaluator = ev.make_evaluator(model, schedule, sampler, WAYS)
+            evaluator = ev.make_evaluator(train.weights_reader(model, schedule, config, sampler), WAYS, model.dim)
             on_validation[row] = float(evaluator(state.ema_params, validation, jax.random.PRNGKey(seed))[0].mean())
             accuracies[row] = evaluator(state.ema_params, test, jax.random.PRNGKey(seed))[0]
     variants = {row: value for row, value in on_validation.items() if row.startswith("metadiff")}
     chosen = max(variants, key=variants.get)
     accuracies["metadiff_chosen"], on_validation["metadiff_chosen"], choices["metadiff_chosen"] = accuracies[chosen], variants[chosen], chosen
-    rivals = {
-        "prototypes": rival_features.select([{}], lambda _, e: ev.prototype_accuracies(e, WAYS), validation, test),
-        "finetuned": rival_features.select_finetuned(validation, test, WAYS, (5, 10, 25, 50), (0.1, 0.5, 1.0)),
-        "ridge": rival_features.select_ridge(splits["train"], shots, 200, (1.0, 10.0, 100.0, 1000.0, 10000.0), seed, validation, test, WAYS),
+    context = rivals.RivalContext(splits["train"], spec, seed, validation, test)
+    selected_rivals = {
+        "prototypes": rivals.select_prototypes(context),
+        "finetuned": rivals.select_finetuned(rivals.FinetunedSettings(), context),
+        "ridge": rivals.select_ridge(rivals.RidgeSettings(strengths=(1.0, 10.0, 100.0, 1000.0, 10000.0)), context),
     }
-    for row, selected in rivals.items():
+    for row, selected in selected_rivals.items():
         accuracies[row], on_validation[row], choices[row] = selected.test_accuracies, selected.validation_accuracy, selected.choice
-    oracle = lambda e: rival_features.weight_accuracies(synthetic.subspace_oracle_weights(DATA, e.support_features, e.support_labels, WAYS), e)
+    oracle = lambda e: rivals.weight_accuracies(synthetic.subspace_oracle_weights(DATA, e.support_features, e.support_labels, WAYS), e)
     accuracies["oracle_subspace"], on_validation["oracle_subspace"] = oracle(test), float(oracle(validation).mean())
     return accuracies, on_validation, choices
 

@@ -3,7 +3,7 @@
     python -m benchmarks.train_step
 
 The reference PyTorch code's step (forward, backward and Adam, 8 episodes, 5-way 5-shot, d = 512), timed
-on the same kind of 2-core machine: 9.0 ms median, 6.2 to 11.7 ms (../shared/docs/METADIFF.md, "The
+on the same kind of 2-core machine: 9.0 ms median, 6.2 to 11.7 ms (docs/reference.md, "The
 reference code's speed, measured", its commit 126fab18). The 5-shot rows at d = 512, batch 8, are the like
 for like.
 `ms_per_step_with_sampling` runs the same steps fed by the episode sampler (class-mean targets, a
@@ -24,7 +24,7 @@ from metadiff_jax import train
 from metadiff_jax.data import datasets, episodes
 
 WAYS, QUERIES, STEPS = 5, 15, 300
-REFERENCE_MS = {(512, 8, 5): 9.0}  # (dim, batch, shots) -> the reference's median ms a step, METADIFF.md
+REFERENCE_MS = {(512, 8, 5): 9.0}  # (dim, batch, shots) -> the reference's median ms a step, docs/reference.md
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         spec = episodes.EpisodeSpec(WAYS, shots, QUERIES)
         model = dn.make_denoiser("tcunet", dim)
         optimizer = df.make_optimizer()
-        step = df.jit_train_step(df.make_train_step(model, schedule, optimizer))
+        step = df.jit_train_step(df.make_train_step(df.make_loss(model, schedule), optimizer))
         state = df.init_state(dn.init_params(model, jax.random.PRNGKey(0)), optimizer)
         rng = jax.random.PRNGKey(1)
         features = np.random.default_rng(0).standard_normal((64 * 600, dim)).astype(np.float32)
@@ -73,7 +73,7 @@ def main() -> None:
         "Outer training step",
         f"5-way, TCUNet, T = 1000, Adam + L2 5e-4 + EMA + NaN guard, median of 5 runs of {STEPS} steps. "
         "`reference_ms_per_step`: the reference PyTorch code's step at d = 512, batch 8, 5 shots, on the same kind of "
-        "2-core machine, median of its runs (../shared/docs/METADIFF.md, commit 126fab18).",
+        "2-core machine, median of its runs (docs/reference.md, commit 126fab18).",
     )
 
 

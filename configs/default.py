@@ -8,16 +8,20 @@ and evaluates both on 600 fixed test episodes beside the non-diffusion rivals on
 episodes. About 15 minutes on 2 cores (BENCHMARKS.md). Override any key on the command line, e.g.
 `--config.pretrain.epochs=10`. Results are on renders of glyph stroke data, not Omniglot.
 
-The sections that configure a library object (pretrain, metadiff's training, metadiff.sampler,
-metadiff.query_loss, checkpoint, baseline) take their keys and defaults from that object's dataclass
-(metadiff_jax.config_dict.section): the defaults are written once, in the library, with their reasons.
+The sections that configure a library object (pretrain, metadiff's training, each denoiser's section,
+metadiff.sampler, metadiff.query_loss, each rival's section, checkpoint, baseline) take their keys and
+defaults from that object's dataclass (metadiff_jax.config_dict.section): the defaults are written once, in
+the library, with their reasons; this file sets only where the project's default differs.
 """
 
 import ml_collections
 
-from metadiff_jax import checkpoints, config_dict, pretrain, train
+from metadiff_jax import checkpoints, config_dict, denoiser, pretrain, rivals, train
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.baselines import gradient
+
+# A Flax module's own dataclass fields that are not settings.
+MODULE_FIELDS = ("dim", "parent", "name")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -58,28 +62,29 @@ def get_config() -> ml_collections.ConfigDict:
     config.pretrain = config_dict.section(pretrain.PretrainConfig(), exclude=("seed",))
 
     # train.TrainConfig's fields (steps, batch_size, learning_rate, weight_decay, ema_decay, ema_start,
-    # check_every, targets, finetune_*, query_loss.*), and the model and sampler beside them.
+    # check_every, objective, targets, finetune_*, query_loss.*), and the model and sampler beside them.
     config.metadiff = config_dict.section(train.TrainConfig(), exclude=("seed",))
+    # A name in denoiser.DENOISERS; its fields are read from the section of the same name below.
     config.metadiff.denoiser = "tcunet"
+    # TCUNet's fields (condition, anchor, prediction, width, depth, time_dim; denoiser.TCUNet says what each does).
+    config.metadiff.tcunet = config_dict.section(denoiser.TCUNet(dim=0), exclude=MODULE_FIELDS)
     # The denoiser's view of the support set: W - p plus a learned projection of p itself. With the anchor
-    # below, chosen on validation episodes over 3 seeds among the variants of README's "Does MetaDiff
-    # work?" (benchmarks/results/headline.json); configs/ablations/published.py runs the reference's form,
-    # "gradient" 2K (W - p) with anchor "zero".
-    config.metadiff.condition = "normalized_gradient_and_prototypes"
+    # below, chosen on validation episodes over 3 seeds among the variants of docs/findings.md
+    # (benchmarks/results/headline.json); the `published` ablation (configs/ablations.py) runs the
+    # reference's form, "gradient" 2K (W - p) with anchor "zero".
+    config.metadiff.tcunet.condition = "normalized_gradient_and_prototypes"
     # Where the diffusion is centred (denoiser.origin): "prototypes" diffuses W - p from N(p, I); "zero"
-    # diffuses W itself from N(0, I), the reference, which collapses on this dataset (README).
-    config.metadiff.anchor = "prototypes"
-    # What the denoiser predicts: "eps", the noise (the reference), or "x0", the clean weights.
-    config.metadiff.prediction = "eps"
-    # Hidden sizes of the TCUNet as multiples of the reference's (d/2, d/4 for feature dim d).
-    config.metadiff.width = 1
-    # Narrow residual blocks of the TCUNet in a row (1, the reference's).
-    config.metadiff.depth = 1
+    # diffuses W itself from N(0, I), the reference, which collapses on this dataset (docs/findings.md).
+    config.metadiff.tcunet.anchor = "prototypes"
+    # EpisodeTransformer's fields (anchor, prediction, hidden, blocks, heads, time_dim), anchored like the TCUNet.
+    config.metadiff.episode_transformer = config_dict.section(denoiser.EpisodeTransformer(dim=0), exclude=MODULE_FIELDS)
+    config.metadiff.episode_transformer.anchor = "prototypes"
     # Scale features so that MetaDiff's targets have unit standard deviation (the scale of its noise).
     config.metadiff.unit_scale_targets = True
     config.metadiff.schedule = "linear"
     config.metadiff.timesteps = 1000
-    # sampler.SamplerConfig: method (ddpm_mean, ddpm, ddim), steps (ddim only; unset: all T), start.
+    # sampler.SamplerConfig: method (a name in sampler.SAMPLERS: ddpm_mean, ddpm, ddim), steps (unset: the
+    # method's own; the DDPM methods always take all T), start (sampler.STARTS), draws.
     config.metadiff.sampler = config_dict.section(sampler_lib.SamplerConfig())
     # Sample with the EMA of the denoiser (the reference) or, False, with its last parameters.
     config.metadiff.evaluate_ema = True
@@ -87,23 +92,17 @@ def get_config() -> ml_collections.ConfigDict:
     # validation accuracy ("best": training length chosen on validation; needs checkpoint.validation_episodes).
     config.metadiff.evaluate = "final"
 
-    # The non-diffusion rows beside MetaDiff, on the same features and test episodes (baselines.features):
-    # finetuned (cosine classifier fine-tuned on the support), ridge (linear map from K-shot prototypes to class
-    # means, fit on base classes), anil (a meta-learned head, ANIL's inner loop on the features), regressor
-    # (MetaDiff's denoiser trained as a one-step regressor; as many steps as MetaDiff). The prototype
-    # classifier is always there. Every grid below is searched on `validation_episodes` validation episodes.
+    # The non-diffusion rows beside MetaDiff, on the same features and test episodes (metadiff_jax/rivals.py,
+    # the registry rivals.RIVALS): finetuned (cosine classifier fine-tuned on the support), ridge (linear map
+    # from K-shot prototypes to class means, fit on base classes), anil (a meta-learned head, ANIL's inner
+    # loop on the features), regressor (MetaDiff's denoiser trained as a one-step regressor). The prototype
+    # classifier is always there. Each rival's settings (its grid, searched on `validation_episodes`
+    # validation episodes) are the section of its name, from its settings dataclass.
     config.rivals = ml_collections.ConfigDict()
-    config.rivals.rows = ("finetuned", "ridge", "anil", "regressor")
+    config.rivals.rows = tuple(rivals.RIVALS)
     config.rivals.validation_episodes = 600
-    config.rivals.finetune_steps = (5, 10, 25, 50)
-    config.rivals.finetune_learning_rates = (0.1, 0.5, 1.0)
-    config.rivals.ridge_draws_per_class = 200
-    config.rivals.ridge_strengths = (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0)
-    config.rivals.anil_inner_lrs = (0.1, 0.5, 2.0)
-    config.rivals.anil_inner_steps = 10
-    config.rivals.anil_outer_lr = 1e-3
-    config.rivals.anil_steps = 2000
-    config.rivals.anil_meta_batch = 8
+    for name, rival in rivals.RIVALS.items():
+        config.rivals[name] = config_dict.section(rival.settings())
 
     # checkpoints.CheckpointPolicy: MetaDiff's meta-training saves its whole state every `every` steps
     # (keeping the last `keep`) in workdir/checkpoints/metadiff_<K>shot_progress; a stopped run resumes there.

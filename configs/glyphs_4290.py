@@ -3,7 +3,7 @@
     python -m launch.main --config configs/glyphs_4290.py --workdir runs/glyphs_4290
 
 With 4,290 base classes a pretrained Conv-4 saturates the 5-way task (the prototype classifier at 99.9 %,
-README): a dataset for checking that things run, not for telling methods apart. Pretraining: 6 epochs.
+docs/datasets.md): a dataset for checking that things run, not for telling methods apart. Pretraining: 6 epochs.
 Results are on renders of glyph stroke data, not Omniglot.
 """
 

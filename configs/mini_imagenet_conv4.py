@@ -2,7 +2,7 @@
 
 Targets MetaDiff's published 5-way accuracy,
 55.06 +- 0.81 (1-shot) and 73.18 +- 0.64 (5-shot) %, mean +- 95% CI over 600
-test episodes (../shared/docs/METADIFF.md). Put MetaOptNet's miniImageNet pickles (or --config.dataset.config=csv with Ravi &
+test episodes (docs/reference.md). Put MetaOptNet's miniImageNet pickles (or --config.dataset.config=csv with Ravi &
 Larochelle's csv files and the images) in <data_dir>/downloads/manual (or pass
 --config.dataset.manual_dir); the first run checks and converts them.
 

@@ -1,7 +1,7 @@
 """The paper's protocol (MetaDiff, AAAI 2024) on miniImageNet and tieredImageNet, shared by the four
 `configs/{mini,tiered}_imagenet_{resnet12,conv4}.py` files; each of them is this with its dataset and backbone.
 
-As the reference code does (../shared/docs/METADIFF.md): the backbone pretrained on the base classes with
+As the reference code does (docs/reference.md): the backbone pretrained on the base classes with
 MetaOptNet's recipe (SGD 0.1, Nesterov momentum 0.9, weight decay 5e-4, batch 128, 100 epochs, rate / 10 at
 epochs 60 / 80 / 90; random crop with 8 pixels of padding and horizontal flips); MetaDiff with T = 1000
 linear betas, the reference's gradient condition 2K (W - p), 8 episodes a batch, Adam 1e-4 with L2 weight
@@ -37,8 +37,8 @@ def paper_config(dataset: str, backbone: str, variant: str = "") -> ml_collectio
     config.pretrain.flip = True
     config.pretrain.validation_episodes = 600
 
-    config.metadiff.condition = "gradient"
-    config.metadiff.anchor = "zero"
+    config.metadiff.tcunet.condition = "gradient"
+    config.metadiff.tcunet.anchor = "zero"
     config.metadiff.unit_scale_targets = False
     config.metadiff.schedule = "linear"
     config.metadiff.timesteps = 1000
@@ -68,8 +68,8 @@ def paper_config(dataset: str, backbone: str, variant: str = "") -> ml_collectio
         config.episodes.test_episodes = 10
         config.checkpoint.validation_episodes = 0
         config.rivals.validation_episodes = 10
-        config.rivals.anil_steps = 10
-        config.rivals.ridge_draws_per_class = 5
+        config.rivals.anil.steps = 10
+        config.rivals.ridge.draws_per_class = 5
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; the one variant is 'quick' (--config {dataset}...py:quick).")
     return config

@@ -2,7 +2,7 @@
 
 Targets MetaDiff's published 5-way accuracy,
 57.77 +- 0.90 (1-shot) and 75.46 +- 0.69 (5-shot) %, mean +- 95% CI over 600
-test episodes (../shared/docs/METADIFF.md). Put MetaOptNet's tieredImageNet files (train_images.npz,
+test episodes (docs/reference.md). Put MetaOptNet's tieredImageNet files (train_images.npz,
 train_labels.pkl, val_..., test_...) in <data_dir>/downloads/manual (or pass
 --config.dataset.manual_dir); the first run checks and converts them.
 

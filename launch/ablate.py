@@ -1,5 +1,6 @@
-"""The ablation suite: each file in configs/ablations/ changes a few keys of a finished main run's config; the
-suite runs each change through the main job and pairs its per-episode accuracies with the main run's.
+"""The ablation suite: each entry of the registry configs/ablations.py sets a few keys of a finished main
+run's config; the suite runs each change through the main job and pairs its per-episode accuracies with the
+main run's.
 
     python -m launch.ablate --main runs/default --workdir runs/ablations            # every ablation
     python -m launch.ablate --main runs/default --workdir runs/ablations --only ema_off,sampler_ddim_10
@@ -7,21 +8,20 @@ suite runs each change through the main job and pairs its per-episode accuracies
 Each ablation runs in <workdir>/<name> and reuses what the main run already made: its pretrained backbone
 and feature cache always, and its trained denoisers when the ablation changes only how they are evaluated
 (sampler, start, EMA). Finished ablations are skipped and a stopped one resumes, so rerunning the command
-continues the suite. Writes <workdir>/ablations.md, ablations.json and ablations.png (paired differences
-against the main configuration, mean +- 95% CI over the same test episodes).
+continues the suite; an ablation that changes nothing in the main run's config is skipped with a message.
+Writes <workdir>/ablations.md, ablations.json and ablations.png (paired differences against the main
+configuration, mean +- 95% CI over the same test episodes).
 
-An ablation is a file with a docstring (what it changes) and `apply(config)`, which edits `metadiff.*` keys.
+An ablation is an entry of configs/ablations.py: a docstring and the `metadiff.*` keys it sets.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import pathlib
 import sys
 
-ABLATIONS = pathlib.Path(__file__).resolve().parent.parent / "configs" / "ablations"
 # Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
 EVALUATION_KEYS = {
     "metadiff.sampler.method", "metadiff.sampler.steps", "metadiff.sampler.start", "metadiff.sampler.draws", "metadiff.evaluate_ema", "metadiff.evaluate"
@@ -29,23 +29,26 @@ EVALUATION_KEYS = {
 
 
 def available() -> list[str]:
-    return sorted(path.stem for path in ABLATIONS.glob("*.py") if path.stem != "__init__")
+    from configs import ablations
+
+    return list(ablations.ABLATIONS)
 
 
 def ablated_config(main_config, name: str):
-    """The main config with ablation `name` applied, and the keys it changed."""
+    """The main config with ablation `name` applied, and the keys it changed (none: the main configuration)."""
+    from configs import ablations
     from launch.errors import UsageError
     from launch.workdir import config_differences
 
-    module = importlib.import_module(f"configs.ablations.{name}")
     config = main_config.copy_and_resolve_references()
-    module.apply(config)
+    try:
+        ablations.apply(config, ablations.ABLATIONS[name], main_config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"ablation {name} does not fit the main run's config: {error}") from error
     changed = sorted(config_differences(json.loads(main_config.to_json()), json.loads(config.to_json())))
     outside = [key for key in changed if not key.startswith("metadiff.")]
     if outside:
         raise UsageError(f"ablation {name} changes {', '.join(outside)}; an ablation changes metadiff.* keys only.")
-    if not changed:
-        raise UsageError(f"ablation {name} changes nothing in the main run's config (it is the main configuration).")
     return config, changed
 
 
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--main", type=pathlib.Path, required=True, help="a finished main run (python -m launch.main) to ablate")
     parser.add_argument("--workdir", type=pathlib.Path, required=True, help="where the ablations run and the table is written")
-    parser.add_argument("--only", default="", help="comma-separated ablation names (default: every file in configs/ablations/)")
+    parser.add_argument("--only", default="", help="comma-separated ablation names (default: every entry of configs/ablations.py)")
     args = parser.parse_args(argv)
     from launch import pipeline, settings
     from launch.errors import UsageError
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     shots = list(settings.episode_specs(main_config))
     stopper = StopOnSignal()
     stopper.install()
+    ran = []
     for position, name in enumerate(names, start=1):
         workdir = args.workdir / name
         try:
@@ -147,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        if not changed:
+            print(f"[ablation {position}/{len(names)}] {name}: skipped, the main run already has its settings", flush=True)
+            continue
+        ran.append(name)
         if (workdir / "results.json").exists():
             print(f"[ablation {position}/{len(names)}] {name}: done earlier", flush=True)
             continue
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         except (UsageError, DatasetError, EpisodeError, TrainingDiverged, CheckpointError) as error:
             print(f"error in ablation {name}: {error}", file=sys.stderr)
             return 2
-    rows = table(args.main, args.workdir, names)
+    rows = table(args.main, args.workdir, ran)
     text = format_table(rows)
     args.workdir.mkdir(parents=True, exist_ok=True)
     (args.workdir / "ablations.md").write_text(text + "\n")

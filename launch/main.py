@@ -12,7 +12,7 @@ another config is refused before any work.
 
 SIGTERM or SIGINT (Ctrl-C) during meta-training saves a checkpoint and stops (exit status 128 + signal);
 during any other stage it stops at once, keeping the stages already finished. Rerunning the same command
-resumes. Multi-host (README, "Scaling out"): run the same command on every host with --distributed (TPU pods and
+resumes. Multi-host (docs/running.md, "Scaling out"): run the same command on every host with --distributed (TPU pods and
 Slurm are detected), or with --coordinator_address, --num_processes and --process_id; DIR must be a
 folder every host sees.
 """

@@ -16,8 +16,7 @@ from launch import report, settings, stages
 from launch import workdir as workdir_lib
 from launch.errors import UsageError
 from launch.signals import StopOnSignal
-from metadiff_jax import features as features_lib
-from metadiff_jax import parallel, plots
+from metadiff_jax import feature_splits, parallel, plots
 from metadiff_jax.data import datasets
 
 
@@ -59,9 +58,9 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
     outcome = report.Outcome()
     if config.method == "metadiff":
         backbone, variables = stages.pretrained_backbone(job, splits)
-        features = stages.features(job, backbone, variables, splits, identity)
+        features = stages.encoded_features(job, backbone, variables, splits, identity)
         if config.metadiff.unit_scale_targets:
-            features, outcome.feature_scale = features_lib.scale_to_unit_targets(features)
+            features, outcome.feature_scale = feature_splits.scale_to_unit_targets(features)
             report.say(f"[features] scaled by {outcome.feature_scale:.4g} so that the train class means have unit standard deviation")
     for shots, spec in settings.episode_specs(config).items():
         plan = stages.test_episodes(job, splits, spec, shots)

@@ -7,18 +7,16 @@ validates itself when built; an invalid value becomes a UsageError naming the co
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 
 from launch.errors import UsageError
-from metadiff_jax import backbones, checkpoints, config_dict, denoiser, parallel, pretrain, schedule, train
+from metadiff_jax import backbones, checkpoints, config_dict, denoiser, parallel, pretrain, rivals, schedule, train
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.baselines import gradient, protonet
 from metadiff_jax.data import episodes
 
 METHODS = ("metadiff", *gradient.METHODS, "protonet")
-RIVALS = ("finetuned", "ridge", "anil", "regressor")
 
 
 def _built(where: str, make):
@@ -65,11 +63,22 @@ def noise_schedule(config) -> schedule.NoiseSchedule:
 
 
 def make_denoiser(config, dim: int):
-    # The config's keys that the chosen denoiser has as fields (the transformer has no condition or width).
-    module = denoiser.DENOISERS.get(config.metadiff.denoiser)
-    known = {field.name for field in dataclasses.fields(module)} if module else set()
-    kwargs = {name: config.metadiff[name] for name in ("condition", "anchor", "prediction", "width", "depth") if name in known}
-    return _built("metadiff.denoiser", lambda: denoiser.make_denoiser(config.metadiff.denoiser, dim, **kwargs))
+    """The denoiser named by metadiff.denoiser, its fields read from the section of that name
+    (metadiff.tcunet, metadiff.episode_transformer, ...)."""
+    name = config.metadiff.denoiser
+    if name not in denoiser.DENOISERS:
+        raise UsageError(f"metadiff.denoiser: Unknown denoiser {name!r}; known: {', '.join(sorted(denoiser.DENOISERS))}.")
+    if name not in config.metadiff:
+        raise UsageError(f"metadiff.denoiser is {name!r} but the config has no section metadiff.{name} with its settings.")
+    return _built(f"metadiff.{name}", lambda: config_dict.from_section(denoiser.DENOISERS[name], config.metadiff[name], dim=dim))
+
+
+def rival_settings(config) -> dict:
+    """The settings of every rival in rivals.rows, in that order, each read from its section rivals.<name>."""
+    unknown = [name for name in config.rivals.rows if name not in rivals.RIVALS]
+    if unknown:
+        raise UsageError(f"rivals.rows: unknown {', '.join(unknown)}; known: {', '.join(rivals.RIVALS)} (the prototype classifier is always there).")
+    return {name: _built(f"rivals.{name}", lambda: config_dict.from_section(rivals.RIVALS[name].settings, config.rivals[name])) for name in config.rivals.rows}
 
 
 def make_backbone(config):
@@ -101,9 +110,7 @@ def validate(config, splits: dict, mesh) -> None:
     if config.method != "metadiff":
         make_baseline(config, config.episodes.ways)
         return
-    unknown = [row for row in config.rivals.rows if row not in RIVALS]
-    if unknown:
-        raise UsageError(f"rivals.rows: unknown {', '.join(unknown)}; known: {', '.join(RIVALS)} (the prototype classifier is always there).")
+    rival_settings(config)
     if config.rivals.validation_episodes < 1:
         raise UsageError(f"rivals.validation_episodes must be at least 1, got {config.rivals.validation_episodes}.")
     if config.metadiff.evaluate not in ("final", "best"):
@@ -113,9 +120,9 @@ def validate(config, splits: dict, mesh) -> None:
             "metadiff.evaluate = best tests the EMA parameters best on validation: it needs checkpoint.validation_episodes > 0 and metadiff.evaluate_ema."
         )
     make_denoiser(config, 1)
-    num_timesteps = noise_schedule(config).num_timesteps
+    noise = noise_schedule(config)
     training = train_config(config)
-    _built("metadiff.sampler", lambda: sampler_config(config).validate(num_timesteps))
-    _built("metadiff.query_loss", lambda: training.query_loss.validate(num_timesteps))
+    _built("metadiff.sampler", lambda: sampler_config(config).plan(noise))
+    _built("metadiff.query_loss", lambda: training.query_loss.check(noise))
     _built("parallel.style", lambda: parallel.check_style(config.parallel.style))
     _built("metadiff.batch_size", lambda: parallel.check_divisible(training.batch_size, mesh, "episodes per step"))

@@ -26,10 +26,8 @@ from launch.errors import UsageError
 from launch.report import say
 from launch.signals import StopOnSignal
 from launch.workdir import write_text
-from metadiff_jax import backbones, checkpoints, evaluate, loop, parallel, pretrain, train
+from metadiff_jax import backbones, checkpoints, evaluate, loop, parallel, pretrain, rivals, train
 from metadiff_jax import denoiser as denoiser_lib
-from metadiff_jax import sampler as sampler_lib
-from metadiff_jax.baselines import features as rival_features
 from metadiff_jax.data import datasets, episodes
 
 
@@ -61,6 +59,20 @@ def _made_from(config, data_identity: str, shots: int) -> dict:
     return {"config": json.loads(config.to_json()), "data": data_identity, "shots": shots}
 
 
+def restore_or_train(job: Job, name: str, template, train_stage, label: str, requirement: str):
+    """A finished stage's tree: restored from workdir/checkpoints/<name> where a run saved it ("[label] done
+    earlier"), else made by train_stage() and saved there; a stage counts as done once its save committed.
+    With `eval`, a stage not done is an error naming the `requirement`, never trained."""
+    path = (job.workdir / "checkpoints" / name).absolute()
+    if checkpoints.is_saved(path):
+        say(f"[{label}] done earlier: restoring {path}")
+        return checkpoints.restore_tree(path, template)
+    job.require_done(requirement)
+    tree = train_stage()
+    checkpoints.save_tree(path, tree)
+    return tree
+
+
 def dataset(config):
     """The tfds builder, built if missing: by process 0 first, then by any process that does not see it."""
     def build():
@@ -82,43 +94,41 @@ def pretrained_backbone(job: Job, splits):
     """Pretrained backbone variables: restored from workdir/checkpoints/backbone, or trained and saved there."""
     config, workdir, writer = job.config, job.workdir, job.writer
     backbone = settings.make_backbone(config)
-    path = (workdir / "checkpoints" / "backbone").absolute()
     abstract = jax.eval_shape(lambda: backbones.init_variables(backbone, jax.random.PRNGKey(0), splits["train"].image_shape))
-    if checkpoints.is_saved(path):
-        say(f"[pretrain] done earlier: restoring {path}")
-        return backbone, checkpoints.restore_tree(path, abstract)
-    job.require_done("pretraining")
-    pretrain_config = settings.pretrain_config(config)
-    # Every finished epoch is saved: a stopped run resumes from its last finished epoch, exactly.
-    made_from = _made_from(config, splits["train"].identity, 0)
-    manager = checkpoints.checkpoint_manager(str(path) + "_progress", made_from, max_to_keep=1)
-    checkpoints.check_metadata(manager, made_from)
-    template = pretrain.progress_record(pretrain.initial_progress(backbone, splits["train"], pretrain_config))
-    restored = checkpoints.restore_latest(manager, template)
-    resume = None if restored is None else pretrain.progress_from_record(restored[0])
-    done = "" if resume is None else f", resuming after epoch {resume.epochs_done}"
-    say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs{done}")
 
-    def save_epoch(progress) -> None:
-        checkpoints.save_record(manager, progress.epochs_done, pretrain.progress_record(progress))
-        manager.wait_until_finished()  # a stop right after an epoch keeps it
+    def pretrain_backbone():
+        pretrain_config = settings.pretrain_config(config)
+        # Every finished epoch is saved: a stopped run resumes from its last finished epoch, exactly.
+        made_from = _made_from(config, splits["train"].identity, 0)
+        manager = checkpoints.checkpoint_manager(str((workdir / "checkpoints" / "backbone").absolute()) + "_progress", made_from, max_to_keep=1)
+        checkpoints.check_metadata(manager, made_from)
+        template = pretrain.progress_record(pretrain.initial_progress(backbone, splits["train"], pretrain_config))
+        restored = checkpoints.restore_latest(manager, template)
+        resume = None if restored is None else pretrain.progress_from_record(restored[0])
+        done = "" if resume is None else f", resuming after epoch {resume.epochs_done}"
+        say(f"[pretrain] {config.backbone.name} on {splits['train'].num_classes} classes for {config.pretrain.epochs} epochs{done}")
 
-    try:
-        variables, history = pretrain.pretrain(
-            backbone, splits["train"], splits["validation"], pretrain_config, parallel.is_main_process(), resume, save_epoch
-        )
-    finally:
-        manager.close()
-    for record in history:
-        writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
-        writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])
-    if parallel.is_main_process():
-        write_text(workdir / "pretrain_history.json", json.dumps(history, indent=2))
-    checkpoints.save_tree(path, variables)
-    return backbone, variables
+        def save_epoch(progress) -> None:
+            checkpoints.save_record(manager, progress.epochs_done, pretrain.progress_record(progress))
+            manager.wait_until_finished()  # a stop right after an epoch keeps it
+
+        try:
+            variables, history = pretrain.pretrain(
+                backbone, splits["train"], splits["validation"], pretrain_config, parallel.is_main_process(), resume, save_epoch
+            )
+        finally:
+            manager.close()
+        for record in history:
+            writer.add_scalar("pretrain/loss", record["loss"], record["epoch"])
+            writer.add_scalar("pretrain/validation_1shot_accuracy", record["validation_1shot_accuracy"], record["epoch"])
+        if parallel.is_main_process():
+            write_text(workdir / "pretrain_history.json", json.dumps(history, indent=2))
+        return variables
+
+    return backbone, restore_or_train(job, "backbone", abstract, pretrain_backbone, "pretrain", "pretraining")
 
 
-def features(job: Job, backbone, variables, splits, dataset_identity: str):
+def encoded_features(job: Job, backbone, variables, splits, dataset_identity: str):
     """Features of every split from the frozen backbone, cached in workdir/features/<key>.npz."""
     key = feature_cache.cache_key(variables, dataset_identity)
     path = job.workdir / "features" / f"{key}.npz"
@@ -134,133 +144,132 @@ def features(job: Job, backbone, variables, splits, dataset_identity: str):
     return {name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}") for name, split in splits.items()}
 
 
-def denoiser(job: Job, name: str, shots: int, spec, features, training: train.TrainConfig, sampler_config):
-    """A denoiser trained on the base classes' feature episodes: MetaDiff (name "metadiff"), or the one-step
-    regressor ("regressor"); returns (model, schedule, parameters to sample with, losses). Restored from
-    workdir/checkpoints/<name>_<shots>shot when finished; else trained, resuming from
-    workdir/checkpoints/<name>_<shots>shot_progress where a stopped run left it."""
+DENOISER_TRAININGS = {"metadiff": "MetaDiff", "regressor": "one-step regressor"}
+
+
+def trained_denoiser(job: Job, name: str, shots: int, spec, features, overrides: dict) -> train.TrainedDenoiser:
+    """A denoiser meta-trained on the base classes' feature episodes with MetaDiff's settings changed by
+    `overrides` (TrainConfig fields): MetaDiff itself (name "metadiff", no overrides), or the one-step
+    regressor (name "regressor"). Restored from workdir/checkpoints/<name>_<shots>shot when finished; else
+    trained, resuming from workdir/checkpoints/<name>_<shots>shot_progress where a stopped run left it."""
     config, workdir, writer = job.config, job.workdir, job.writer
+    training = dataclasses.replace(settings.train_config(config), **overrides)
     model = settings.make_denoiser(config, features["train"].images.shape[-1])
     noise = settings.noise_schedule(config)
-    path = (workdir / "checkpoints" / f"{name}_{shots}shot").absolute()
+    sample_task = train.weights_reader(model, noise, training, settings.sampler_config(config))
+    evaluator = evaluate.make_evaluator(sample_task, spec.ways, model.dim, mesh=job.mesh)
     losses_path = workdir / f"{name}_{shots}shot_losses.npy"
     params = denoiser_lib.init_params(model, jax.random.PRNGKey(config.seed))
-    chosen = "ema_params" if config.metadiff.evaluate_ema else "params"
     progress = workdir.absolute() / "checkpoints" / f"{name}_{shots}shot_progress"
+    label = f"{name} {shots}-shot"
 
     def to_evaluate(final):
         """The parameters tested: the final ones (the reference), or the EMA best on validation."""
         if config.metadiff.evaluate == "final":
-            return final[chosen]
+            return final["ema_params" if config.metadiff.evaluate_ema else "params"]
         best, step = checkpoints.restore_best(str(progress), {"ema_params": params})
-        say(f"[{name} {shots}-shot] evaluating the EMA parameters of step {step}, the best on validation (metadiff.evaluate = best)")
+        say(f"[{label}] evaluating the EMA parameters of step {step}, the best on validation (metadiff.evaluate = best)")
         return best["ema_params"]
 
     if training.steps == 0:
-        say(f"[{name} {shots}-shot] metadiff.steps = 0: evaluating the untrained denoiser")
-        return model, noise, params, np.zeros((0,), np.float32)
-    if checkpoints.is_saved(path) and losses_path.exists():
-        say(f"[{name} {shots}-shot] done earlier: restoring {path}")
-        restored = checkpoints.restore_tree(path, {"params": params, "ema_params": params})
-        return model, noise, to_evaluate(restored), np.load(losses_path)
-    job.require_done(f"{ {'metadiff': 'MetaDiff', 'regressor': 'one-step regressor'}.get(name, name)} {shots}-shot training")
-    policy = settings.checkpoint_policy(config, progress, _made_from(config, features["train"].identity, shots))
-    validate, history = None, []
-    if config.checkpoint.validation_episodes:
-        plan = episodes.sample_plan(features["validation"], spec, config.episodes.test_seed, np.arange(config.checkpoint.validation_episodes))
-        validation = evaluate.episodes_from_plan(features["validation"], plan)
-        evaluator = evaluate.make_evaluator(model, noise, sampler_config, spec.ways, mesh=job.mesh)
+        say(f"[{label}] metadiff.steps = 0: evaluating the untrained denoiser")
+        return train.TrainedDenoiser(model, noise, params, np.zeros((0,), np.float32), sample_task, 0, evaluator)
 
-        def validate(ema_params, step: int) -> float:
-            accuracy = float(evaluator(ema_params, validation, jax.random.PRNGKey(config.seed))[0].mean())
-            writer.add_scalar(f"{name}_{shots}shot/validation_accuracy", accuracy, step)
-            history.append({"step": step, "validation_accuracy": accuracy})
-            return accuracy
+    def meta_train():
+        policy = settings.checkpoint_policy(config, progress, _made_from(config, features["train"].identity, shots))
+        validate, history = None, []
+        if config.checkpoint.validation_episodes:
+            plan = episodes.sample_plan(features["validation"], spec, config.episodes.test_seed, np.arange(config.checkpoint.validation_episodes))
+            validation = evaluate.episodes_from_plan(features["validation"], plan)
 
-    with job.stopper.deferred():
-        say(f"[{name} {shots}-shot] meta-training {training.steps} steps on {features['train'].num_classes} base classes{_resuming(progress)}")
-        state, losses = train.train_denoiser(
-            model, noise, params, features["train"], spec, training, parallel.is_main_process(), job.mesh, policy, job.stopper, validate,
-            config.parallel.style,
-        )
-    if history and parallel.is_main_process():
-        best = max(history, key=lambda record: record["validation_accuracy"])
-        say(f"[{name} {shots}-shot] best validation accuracy {100 * best['validation_accuracy']:.2f}% at step {best['step']} (kept in {progress}_best)")
-        write_text(workdir / f"{name}_{shots}shot_validation.json", json.dumps(history, indent=2))
-    for step in range(0, len(losses), 50):
-        writer.add_scalar(f"{name}_{shots}shot/loss", float(losses[step]), step)
-    checkpoints.save_tree(path, {"params": state.params, "ema_params": state.ema_params})
-    if parallel.is_main_process():
-        np.save(losses_path, losses)
-    parallel.barrier("losses written")
-    return model, noise, to_evaluate({"params": state.params, "ema_params": state.ema_params}), losses
+            def validate(ema_params, step: int) -> float:
+                accuracy = float(evaluator(ema_params, validation, jax.random.PRNGKey(config.seed))[0].mean())
+                writer.add_scalar(f"{name}_{shots}shot/validation_accuracy", accuracy, step)
+                history.append({"step": step, "validation_accuracy": accuracy})
+                return accuracy
+
+        with job.stopper.deferred():
+            say(f"[{label}] meta-training {training.steps} steps on {features['train'].num_classes} base classes{_resuming(progress)}")
+            state, losses = train.train_denoiser(
+                model, noise, params, features["train"], spec, training, parallel.is_main_process(), job.mesh, policy, job.stopper, validate,
+                config.parallel.style,
+            )
+        if history and parallel.is_main_process():
+            best = max(history, key=lambda record: record["validation_accuracy"])
+            say(f"[{label}] best validation accuracy {100 * best['validation_accuracy']:.2f}% at step {best['step']} (kept in {progress}_best)")
+            write_text(workdir / f"{name}_{shots}shot_validation.json", json.dumps(history, indent=2))
+        for step in range(0, len(losses), 50):
+            writer.add_scalar(f"{name}_{shots}shot/loss", float(losses[step]), step)
+        if parallel.is_main_process():
+            np.save(losses_path, losses)  # before the stage's save: a finished stage always has its losses
+        parallel.barrier("losses written")
+        return {"params": state.params, "ema_params": state.ema_params}
+
+    requirement = f"{DENOISER_TRAININGS.get(name, name)} {shots}-shot training"
+    final = restore_or_train(job, f"{name}_{shots}shot", {"params": params, "ema_params": params}, meta_train, label, requirement)
+    return train.TrainedDenoiser(model, noise, to_evaluate(final), np.load(losses_path), sample_task, training.steps, evaluator)
 
 
 def baseline(job: Job, shots: int, spec, splits):
     """A baseline meta-trained on image episodes of the train split: restored, or trained and saved.
 
-    Scored on `baseline.validation_episodes` validation episodes every `baseline.validate_every` steps (when it is saved); training stops
-    once `baseline.patience` of them in a row have not beaten the best, and the state kept (and tested) is
-    the best on validation: the budget is "until validation accuracy stops rising", capped at baseline.steps."""
+    Scored on `baseline.validation_episodes` validation episodes every `baseline.validate_every` steps (when
+    it is saved); training stops once `baseline.patience` of them in a row have not beaten the best, and the
+    state kept (and tested) is the best on validation: the budget is "until validation accuracy stops
+    rising", capped at baseline.steps."""
     config, workdir, writer = job.config, job.workdir, job.writer
     learner = settings.make_baseline(config, spec.ways)
     state = learner.init(jax.random.PRNGKey(config.seed), np.zeros((1, *splits["train"].image_shape), np.float32))
-    path = (workdir / "checkpoints" / f"{config.method}_{shots}shot").absolute()
-    if checkpoints.is_saved(path):
-        say(f"[{config.method} {shots}-shot] done earlier: restoring {path}")
-        return learner, checkpoints.restore_tree(path, state)
-    job.require_done(f"{config.method} {shots}-shot training")
-    progress = workdir.absolute() / "checkpoints" / f"{config.method}_{shots}shot_progress"
-    policy = dataclasses.replace(
-        settings.checkpoint_policy(config, progress, _made_from(config, splits["train"].identity, shots)), every=config.baseline.validate_every
-    )
-    step = jax.jit(learner.meta_train_step, donate_argnums=0)
+    label = f"{config.method} {shots}-shot"
 
-    def batches_from(first_step: int):
-        stream = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch, first_batch=first_step))
-        return ((b.support_images, b.support_labels, b.query_images, b.query_labels) for b in stream)
-
-    def check(state, metrics) -> None:
-        loss = float(metrics["loss"])
-        if not np.isfinite(loss):
-            raise loop.TrainingDiverged(f"{config.method} diverged at outer step {int(state.step)}: the loss is {loss}.")
-
-    plan = episodes.sample_plan(splits["validation"], spec, config.episodes.test_seed, np.arange(config.baseline.validation_episodes))
-    validation_images = episodes.gather(splits["validation"], plan)
-    history = []
-
-    def validate(state, step: int) -> float:
-        accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False).mean())
-        writer.add_scalar(f"{config.method}_{shots}shot/validation_accuracy", accuracy, step)
-        history.append({"step": step, "validation_accuracy": accuracy})
-        return accuracy
-
-    with job.stopper.deferred():
-        say(f"[{config.method} {shots}-shot] meta-training up to {config.baseline.steps} outer steps on image episodes{_resuming(progress)}")
-        final, losses = loop.checkpointed_loop(
-            step,
-            state,
-            batches_from,
-            config.baseline.steps,
-            jax.random.PRNGKey(config.seed),
-            check=check,
-            check_every=10,
-            checkpoints=policy,
-            should_stop=job.stopper,
-            validate=validate,
-            patience=config.baseline.patience,
-            progress=parallel.is_main_process(),
-            description=f"{config.method} {shots}-shot",
+    def meta_train():
+        progress = workdir.absolute() / "checkpoints" / f"{config.method}_{shots}shot_progress"
+        policy = dataclasses.replace(
+            settings.checkpoint_policy(config, progress, _made_from(config, splits["train"].identity, shots)), every=config.baseline.validate_every
         )
-    best, best_step = checkpoints.restore_best(str(progress), state)
-    say(f"[{config.method} {shots}-shot] trained {len(losses)} steps; the best on validation is step {best_step}, kept and tested")
-    if parallel.is_main_process():
-        record = {"steps_run": len(losses), "best_step": best_step, "validations_this_run": history}
-        write_text(workdir / f"{config.method}_{shots}shot_validation.json", json.dumps(record, indent=2))
-    for index in range(9, len(losses), 10):
-        writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
-    checkpoints.save_tree(path, best)
-    return learner, best
+        step = jax.jit(learner.meta_train_step, donate_argnums=0)
+
+        def batches_from(first_step: int):
+            stream = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch, first_batch=first_step))
+            return ((b.support_images, b.support_labels, b.query_images, b.query_labels) for b in stream)
+
+        plan = episodes.sample_plan(splits["validation"], spec, config.episodes.test_seed, np.arange(config.baseline.validation_episodes))
+        validation_images = episodes.gather(splits["validation"], plan)
+        history = []
+
+        def validate(state, step: int) -> float:
+            accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False).mean())
+            writer.add_scalar(f"{config.method}_{shots}shot/validation_accuracy", accuracy, step)
+            history.append({"step": step, "validation_accuracy": accuracy})
+            return accuracy
+
+        with job.stopper.deferred():
+            say(f"[{label}] meta-training up to {config.baseline.steps} outer steps on image episodes{_resuming(progress)}")
+            _, losses = loop.checkpointed_loop(
+                step,
+                state,
+                batches_from,
+                config.baseline.steps,
+                jax.random.PRNGKey(config.seed),
+                check=lambda state, metrics: loop.raise_if_diverged(state, metrics, config.method),
+                check_every=10,
+                checkpoints=policy,
+                should_stop=job.stopper,
+                validate=validate,
+                patience=config.baseline.patience,
+                progress=parallel.is_main_process(),
+                description=label,
+            )
+        best, best_step = checkpoints.restore_best(str(progress), state)
+        say(f"[{label}] trained {len(losses)} steps; the best on validation is step {best_step}, kept and tested")
+        if parallel.is_main_process():
+            record = {"steps_run": len(losses), "best_step": best_step, "validations_this_run": history}
+            write_text(workdir / f"{config.method}_{shots}shot_validation.json", json.dumps(record, indent=2))
+        for index in range(9, len(losses), 10):
+            writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
+        return best
+
+    return learner, restore_or_train(job, f"{config.method}_{shots}shot", state, meta_train, label, f"{config.method} {shots}-shot training")
 
 
 def test_episodes(job: Job, splits, spec, shots: int) -> episodes.EpisodePlan:
@@ -293,54 +302,38 @@ def validation_episodes(job: Job, features, spec) -> evaluate.FeatureEpisodes:
 
 def evaluate_metadiff(job: Job, outcome, shots: int, spec, features, plan, validation) -> None:
     """MetaDiff's per-episode test accuracies, and its accuracy on the validation episodes, into `outcome`."""
-    training, sampler_config = settings.train_config(job.config), settings.sampler_config(job.config)
-    model, noise, params, losses = denoiser(job, "metadiff", shots, spec, features, training, sampler_config)
-    if len(losses):
-        outcome.loss_curves[f"{shots}-shot"] = losses
+    trained = trained_denoiser(job, "metadiff", shots, spec, features, {})
+    if len(trained.losses):
+        outcome.loss_curves[f"{shots}-shot"] = trained.losses
     test = evaluate.episodes_from_plan(features["test"], plan)
-    say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes, sampler {sampler_config.method}")
-    evaluator = evaluate.make_evaluator(model, noise, sampler_config, spec.ways, mesh=job.mesh)
-    accuracies, per_step = evaluator(params, test, jax.random.PRNGKey(job.config.seed))
+    say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes, sampler {job.config.metadiff.sampler.method}")
+    accuracies, per_step = trained.evaluator(trained.params, test, jax.random.PRNGKey(job.config.seed))
     outcome.add("metadiff", accuracies, spec, plan)
-    outcome.choose(shots, "metadiff", {"steps": training.steps}, float(evaluator(params, validation, jax.random.PRNGKey(job.config.seed))[0].mean()))
+    validation_accuracy = float(trained.evaluator(trained.params, validation, jax.random.PRNGKey(job.config.seed))[0].mean())
+    outcome.choose(shots, "metadiff", {"steps": trained.steps}, validation_accuracy)
     outcome.curves[f"metadiff {shots}-shot"] = per_step
 
 
 def evaluate_rivals(job: Job, outcome, shots: int, spec, features, plan, validation) -> None:
-    """The non-diffusion rows on the same features and test episodes (baselines.features, and the one-step
-    regressor), each with its hyperparameters chosen on validation episodes, into `outcome`."""
-    config, rivals, ways = job.config, job.config.rivals, spec.ways
-    test = evaluate.episodes_from_plan(features["test"], plan)
-    say(f"[rivals {shots}-shot] {', '.join(rivals.rows)}: hyperparameters chosen on {rivals.validation_episodes} validation episodes")
-    prototypes = rival_features.select([{}], lambda _, e: evaluate.prototype_accuracies(e, ways), validation, test)
-    selected = {"prototypes": prototypes}
-    outcome.baselines[f"prototypes {shots}-shot"] = float(prototypes.test_accuracies.mean())
-    if "finetuned" in rivals.rows:
-        selected["finetuned"] = rival_features.select_finetuned(validation, test, ways, tuple(rivals.finetune_steps), tuple(rivals.finetune_learning_rates))
-    if "ridge" in rivals.rows:
-        selected["ridge"] = rival_features.select_ridge(
-            features["train"], shots, rivals.ridge_draws_per_class, tuple(rivals.ridge_strengths), config.seed, validation, test, ways
-        )
-    if "anil" in rivals.rows:
-        selected["anil_features"] = rival_features.select_anil(
-            features["train"],
-            spec,
-            tuple(rivals.anil_inner_lrs),
-            rivals.anil_inner_steps,
-            rivals.anil_outer_lr,
-            rivals.anil_steps,
-            rivals.anil_meta_batch,
-            config.seed,
-            validation,
-            test,
-        )
-    if "regressor" in rivals.rows:
-        training = dataclasses.replace(settings.train_config(config), objective="regression", query_loss=train.TrainConfig().query_loss)
-        one_step = sampler_lib.SamplerConfig("one_step")
-        model, noise, params, _ = denoiser(job, "regressor", shots, spec, features, training, one_step)
-        evaluator = evaluate.make_evaluator(model, noise, one_step, ways, mesh=job.mesh)
-        accuracies = lambda _, e: evaluator(params, e, jax.random.PRNGKey(config.seed))[0]
-        selected["regressor"] = rival_features.select([{"steps": training.steps}], accuracies, validation, test)
-    for name, row in selected.items():
-        outcome.add(name, row.test_accuracies, spec, plan)
-        outcome.choose(shots, name, row.choice, row.validation_accuracy)
+    """The non-diffusion rows on the same features and test episodes (metadiff_jax/rivals.py: the prototype
+    classifier, and each rival of rivals.rows), each with its hyperparameters chosen on validation
+    episodes, into `outcome`."""
+    config = job.config
+    rows = settings.rival_settings(config)
+    say(f"[rivals {shots}-shot] {', '.join(rows)}: hyperparameters chosen on {config.rivals.validation_episodes} validation episodes")
+    context = rivals.RivalContext(
+        features["train"],
+        spec,
+        config.seed,
+        validation,
+        evaluate.episodes_from_plan(features["test"], plan),
+        lambda name, overrides: trained_denoiser(job, name, shots, spec, features, overrides),
+    )
+    selected = {"prototypes": rivals.select_prototypes(context)}
+    outcome.baselines[f"prototypes {shots}-shot"] = float(selected["prototypes"].test_accuracies.mean())
+    for name, rival_settings in rows.items():
+        rival = rivals.RIVALS[name]
+        selected[rival.row] = rival.select(rival_settings, context)
+    for row, chosen in selected.items():
+        outcome.add(row, chosen.test_accuracies, spec, plan)
+        outcome.choose(shots, row, chosen.choice, chosen.validation_accuracy)

@@ -63,27 +63,63 @@ def check_shared_workdir(workdir: pathlib.Path) -> None:
 
 
 # Keys added to the project after runs were made, whose default is not what those runs did: a run record
-# without the key gets this value, the behaviour it was made with.
-BEHAVIOUR_BEFORE_THE_KEY = {("metadiff", "anchor"): "zero"}
+# without the key gets this value, the behaviour it was made with (names as the record has them).
+BEHAVIOUR_BEFORE_THE_KEY = {"metadiff.anchor": "zero"}
+# Keys moved since runs were made: old dotted name -> the new names that take its value. The denoiser's
+# fields moved into a section per denoiser (both denoisers read the old shared anchor and prediction), the
+# rivals' settings into a section per rival.
+RENAMED_KEYS = {
+    "metadiff.condition": ("metadiff.tcunet.condition",),
+    "metadiff.anchor": ("metadiff.tcunet.anchor", "metadiff.episode_transformer.anchor"),
+    "metadiff.prediction": ("metadiff.tcunet.prediction", "metadiff.episode_transformer.prediction"),
+    "metadiff.width": ("metadiff.tcunet.width",),
+    "metadiff.depth": ("metadiff.tcunet.depth",),
+    "rivals.finetune_steps": ("rivals.finetuned.steps",),
+    "rivals.finetune_learning_rates": ("rivals.finetuned.learning_rates",),
+    "rivals.ridge_draws_per_class": ("rivals.ridge.draws_per_class",),
+    "rivals.ridge_strengths": ("rivals.ridge.strengths",),
+    "rivals.anil_inner_lrs": ("rivals.anil.inner_lrs",),
+    "rivals.anil_inner_steps": ("rivals.anil.inner_steps",),
+    "rivals.anil_outer_lr": ("rivals.anil.outer_lr",),
+    "rivals.anil_steps": ("rivals.anil.steps",),
+    "rivals.anil_meta_batch": ("rivals.anil.meta_batch",),
+}
+
+
+def migrate_record(recorded: dict) -> dict:
+    """A recorded config (run.json's) with the keys of its time brought to today's names and behaviour."""
+    recorded = json.loads(json.dumps(recorded))
+    if "tcunet" not in recorded.get("metadiff", {"tcunet": None}):
+        for key, value in BEHAVIOUR_BEFORE_THE_KEY.items():
+            section, name = key.split(".")
+            recorded[section].setdefault(name, value)
+    for old, new_names in RENAMED_KEYS.items():
+        section, name = old.split(".")
+        if name not in recorded.get(section, {}):
+            continue
+        value = recorded[section].pop(name)
+        for new in new_names:
+            *path, leaf = new.split(".")
+            node = recorded
+            for part in path:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return recorded
 
 
 def read_run_record(workdir: pathlib.Path):
-    """The config recorded in workdir/run.json (None where there is none), with keys added to the project
-    since the run was made filled with the values that keep its old behaviour: their defaults, or the
-    value in BEHAVIOUR_BEFORE_THE_KEY where the default has changed since."""
+    """The config recorded in workdir/run.json (None where there is none), in today's keys (migrate_record),
+    with keys added to the project since the run was made filled with their defaults."""
     from configs import default
 
     record = workdir / "run.json"
     if not record.is_file():
         return None
     try:
-        recorded = json.loads(record.read_text())["config"]
+        recorded = migrate_record(json.loads(record.read_text())["config"])
         config = default.get_config()
-        for (section, key), value in BEHAVIOUR_BEFORE_THE_KEY.items():
-            if key not in recorded.get(section, {}):
-                config[section][key] = value
         config.update(recorded)
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UsageError(f"{record} is not a run record ({type(error).__name__}: {error}); use a new --workdir.") from error
     return config
 

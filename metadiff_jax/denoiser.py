@@ -9,7 +9,7 @@ keeps the time-embedding projections computed once for all episodes.
 
 The diffusion runs over x = W - origin (`origin`): origin 0 (anchor "zero", the reference) diffuses the
 weights W themselves from N(0, I); anchor "prototypes" diffuses the residual W - p from N(p, I), so that the
-noise to predict never depends on where a class sits in feature space (README, "Does MetaDiff work?").
+noise to predict never depends on where a class sits in feature space (docs/findings.md, "What matters").
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class TCUNet(nn.Module):
 
     condition: "gradient" is the reference's g = 2 n_k (W_k - p_k). Since eps_hat = g + (learned terms) and at
     high noise eps ~ W_t - p, that g is 2K times too large at K shots, and the MLP must learn to cancel it:
-    at 5 shots training stalls (see README). "normalized_gradient" feeds g / (2 n_k) = W_k - p_k instead,
+    at 5 shots training stalls (docs/findings.md). "normalized_gradient" feeds g / (2 n_k) = W_k - p_k instead,
     the same direction with the shot count divided out; parameters and everything else are unchanged.
     "normalized_gradient_and_prototypes" adds a learned projection of p itself to W_k - p_k, so that the
     denoiser knows where the class sits; "normalized_gradient_and_gated_prototypes" multiplies that projection
@@ -145,7 +145,7 @@ class TCUNet(nn.Module):
                 counts = base_learner.class_counts(support_labels, weights_t.shape[0])
                 g = g / (2.0 * jnp.maximum(counts, 1.0))[:, None]
             if self.condition in SEES_PROTOTYPES:
-                # W - p cannot say where the class sits; a ridge map can (README). A projection of p, zero at
+                # W - p cannot say where the class sits; a ridge map can (docs/findings.md). A projection of p, zero at
                 # initialisation so that training starts from the normalized_gradient denoiser.
                 prototypes = base_learner.prototypes(support_features, support_labels, weights_t.shape[0])
                 projection = nn.Dense(self.dim, kernel_init=nn.initializers.zeros)(prototypes)

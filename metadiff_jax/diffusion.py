@@ -31,7 +31,7 @@ class TrainBatch(NamedTuple):
     support_features: jnp.ndarray
     support_labels: jnp.ndarray
     targets: jnp.ndarray
-    # Only for the query-loss training mode (make_train_step(query_loss=...)): `(episodes, n_query, dim)`, `(episodes, n_query)`.
+    # Only where the loss needs the query set (the query loss, fine-tuned targets): `(episodes, n_query, dim)`, `(episodes, n_query)`.
     query_features: jnp.ndarray | None = None
     query_labels: jnp.ndarray | None = None
 
@@ -48,6 +48,12 @@ class TrainState(NamedTuple):
     ema_params: Any
     opt_state: Any
     diverged_at: jnp.ndarray
+
+
+# What a training step minimises: (params, batch, rng, first_episode) -> (loss, metrics). `first_episode` is
+# the index of the batch's first episode in the step (a device's offset under shard_map), so that episode i
+# draws its randomness from keys.episode_keys whichever device holds it.
+LossFn = Callable[[Any, TrainBatch, jax.Array, Any], tuple[jnp.ndarray, dict]]
 
 
 def class_mean_targets(features, class_starts) -> np.ndarray:
@@ -113,89 +119,48 @@ def diffusion_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, pa
     return jnp.mean(jax.vmap(episode_loss)(episode_keys, batch.targets, batch.support_features, batch.support_labels))
 
 
-# What the denoiser is trained to do (TrainConfig.objective): predict the noise of W_t (MetaDiff), or map the
-# support set to the targets in one forward pass (the one-step regressor, a baseline: no diffusion).
-OBJECTIVES = ("diffusion", "regression")
+def make_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule) -> LossFn:
+    """MetaDiff's training loss as a LossFn: `diffusion_loss`, with no other metrics."""
+    return lambda params, batch, rng, first_episode: (diffusion_loss(denoiser, schedule, params, batch, rng, first_episode), {})
 
 
-def regression_weights(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, support_features, support_labels, ways: int):
-    """The one-step regressor's weights for ONE task: origin - denoiser(0, T - 1, support), `(ways, dim)`.
+def with_targets(loss_fn: LossFn, targets_from_batch: Callable[[TrainBatch], jnp.ndarray]) -> LossFn:
+    """`loss_fn` with the batch's targets W0 replaced by a function of the batch (e.g.
+    `finetuned_prototype_targets`), computed inside the step and treated as constants."""
 
-    The denoiser's input is the mean of x_T ~ N(0, I), so (anchor "zero") its support-gradient condition is
-    -p (the prototypes); its output is read with a minus sign, as the noise estimate it would be at x_T, so
-    that an untrained network, whose output is near its condition, starts near the prototypes. An
-    x0-predicting denoiser's output is read as it is.
-    """
-    zeros = jnp.zeros((ways, support_features.shape[-1]), support_features.dtype)
-    output = denoiser.apply(params, zeros, schedule.num_timesteps - 1, support_features, support_labels)
-    sign = 1.0 if denoiser_lib.predicts_x0(denoiser) else -1.0
-    return denoiser_lib.origin(denoiser, support_features, support_labels, ways) + sign * output
+    def loss(params, batch: TrainBatch, rng, first_episode):
+        return loss_fn(params, batch._replace(targets=jax.lax.stop_gradient(targets_from_batch(batch))), rng, first_episode)
 
-
-def regression_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, params, batch: TrainBatch, rng=None, first_episode=0):
-    """Mean squared error of the one-step regressor's weights against the targets W0 (no randomness)."""
-    ways = batch.targets.shape[1]
-    predicted = jax.vmap(lambda f, y: regression_weights(denoiser, schedule, params, f, y, ways))(batch.support_features, batch.support_labels)
-    return jnp.mean((predicted - batch.targets) ** 2)
+    return loss
 
 
 def make_train_step(
-    denoiser: nn.Module,
-    schedule: schedule_lib.NoiseSchedule,
-    optimizer: optax.GradientTransformation,
-    ema_decay: float = 0.999,
-    ema_start: int = 200,
-    query_loss: Callable | None = None,
-    query_weight: float = 0.0,
-    targets_from_batch: Callable[[TrainBatch], jnp.ndarray] | None = None,
-    axis_name: str | None = None,
-    objective: str = "diffusion",
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, ema_decay: float = 0.999, ema_start: int = 200, axis_name: str | None = None
 ) -> Callable[[TrainState, TrainBatch, jax.Array], tuple[TrainState, dict]]:
     """The outer step, a pure function of (state, batch, rng); randomness is fold_in(rng, step).
 
-    Returns (new state, metrics with `loss` and `grad_norm`). A non-finite loss or gradient leaves the state
-    as it was and records the step in `diverged_at`. Not jitted here, so callers can jit it with their own
-    shardings and donation (see `jit_train_step` and `parallel.data_parallel_step`).
+    `loss_fn(params, batch, rng, first_episode) -> (loss, metrics)` is what is minimised: MetaDiff's
+    (`make_loss`), the one-step regressor's (`regressor.make_loss`), or either wrapped (`with_targets`,
+    `query_loss.add_query_loss`). Returns (new state, metrics with `loss`, `grad_norm` and the loss's own). A
+    non-finite loss or gradient leaves the state as it was and records the step in `diverged_at`. Not jitted
+    here, so callers can jit it with their own shardings and donation (see `jit_train_step` and
+    `parallel.data_parallel_step`).
 
     With `axis_name` the step is one device's program under shard_map: the batch is this device's slice of
     the episodes (slice i of the mesh axis holds episodes i * local .. (i + 1) * local - 1, and draws their
     randomness as one device would), and the loss, its parts, the gradients and the health flag are averaged
     with lax.pmean over the axis before the update, so every device applies the same update.
-
-    `objective` "regression" trains the one-step regressor (regression_loss) instead of the noise predictor.
-    With `query_loss` (`differentiable.make_query_loss`), the loss is the diffusion loss plus `query_weight`
-    times the query-set loss of weights sampled through the reverse process, which then needs the batch's
-    query features; metrics add `diffusion_loss` and `query_loss`. `targets_from_batch` replaces the batch's
-    targets W0 by a function of the batch, inside the step (e.g. `finetuned_prototype_targets`).
     """
-
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}.")
-    base_loss = diffusion_loss if objective == "diffusion" else regression_loss
-
-    def total_loss(params, batch: TrainBatch, rng, first_episode):
-        loss = base_loss(denoiser, schedule, params, batch, rng, first_episode)
-        if query_loss is None:
-            return loss, {}
-        if batch.query_features is None:
-            raise ValueError("the query-loss training mode needs TrainBatch.query_features and query_labels.")
-        ways = batch.targets.shape[1]
-        sampled = query_loss(
-            params, batch.support_features, batch.support_labels, batch.query_features, batch.query_labels, jax.random.fold_in(rng, 1), ways, first_episode
-        )
-        return loss + query_weight * sampled, {"diffusion_loss": loss, "query_loss": sampled}
 
     def train_step(state: TrainState, batch: TrainBatch, rng) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(rng, state.step)
         first_episode = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch.targets.shape[0]
-        if targets_from_batch is not None:
-            batch = batch._replace(targets=jax.lax.stop_gradient(targets_from_batch(batch)))
         params = state.params
         if axis_name is not None:
             # Differentiated as this device's own copy: the gradient is then its slice's, not (as JAX's transpose
             # of a replicated input would make it) already summed over the devices; the pmean below averages it.
             params = jax.lax.pcast(params, axis_name, to="varying")
-        (loss, parts), grads = jax.value_and_grad(lambda p: total_loss(p, batch, step_rng, first_episode), has_aux=True)(params)
+        (loss, parts), grads = jax.value_and_grad(lambda p: loss_fn(p, batch, step_rng, first_episode), has_aux=True)(params)
         healthy = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         if axis_name is not None:
             loss, parts, grads = jax.lax.pmean((loss, parts, grads), axis_name)

@@ -16,10 +16,9 @@ import numpy as np
 import tqdm
 
 from metadiff_jax import base_learner, keys, parallel
-from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
-from metadiff_jax.features import InputError, check_features
+from metadiff_jax.feature_splits import InputError, check_features
 
 
 class FeatureEpisodes(NamedTuple):
@@ -43,13 +42,15 @@ def fixed_episodes(split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, cou
     return episodes_from_plan(split, plan), episodes_lib.plan_hash(plan)
 
 
-def check_episodes(episodes: FeatureEpisodes, ways: int, dim: int) -> None:
-    """Raises InputError for shapes that disagree, labels outside 0..ways-1, an empty class, or NaN/Inf."""
+def check_episodes(episodes: FeatureEpisodes, ways: int, dim: int | None = None) -> None:
+    """Raises InputError for shapes that disagree (with each other, or with `dim` where given), labels outside
+    0..ways-1, an empty class, or NaN/Inf."""
     support, query = np.asarray(episodes.support_features), np.asarray(episodes.query_features)
     if support.ndim != 3 or query.ndim != 3:
         raise InputError(
             f"features must be (episodes, examples, dim); got support {support.shape} and query {query.shape}."
         )
+    dim = support.shape[-1] if dim is None else dim
     for name, features in (("support", support), ("query", query)):
         check_features(features, dim, name)
     for name, features, labels in (
@@ -110,25 +111,34 @@ def summarize(method: str, accuracies, ways: int, shots: int, reference=None) ->
     return MethodResult(method, ways, shots, len(accuracies), accuracy, ci95, diff, diff_ci)
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The one table writer: every key of any row is a column (in order of first appearance), a row without
+    it leaves the cell empty; floats as 4 significant digits (no decimals from 1000 on), strings as they are."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cell = lambda value: (f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}") if isinstance(value, float) else "" if value is None else str(value)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def results_table(results: list[MethodResult], reference: str | dict[int, str], validation: dict | None = None) -> str:
     """Markdown table of results, one row each, with the paired difference against `reference`: one method's
     name, or per shot count the method each row of that shot count is paired against (named in a column).
     `validation` adds a column of validation accuracies by (method, shots), where the row was chosen."""
     per_shot = isinstance(reference, dict)
     against = "the rival named" if per_shot else reference
-    columns = ["method", "ways", "shots", "episodes"] + (["validation (%)"] if validation else []) + ["accuracy (%)", f"paired diff vs {against} (points)"]
-    columns += ["rival"] if per_shot else []
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    rows = []
     for r in results:
-        diff = "" if r.paired_diff is None else f"{100 * r.paired_diff:+.2f} +- {100 * r.paired_ci95:.2f}"
-        cells = [r.method, str(r.ways), str(r.shots), str(r.episodes)]
+        row = {"method": r.method, "ways": str(r.ways), "shots": str(r.shots), "episodes": str(r.episodes)}
         if validation:
             value = validation.get((r.method, r.shots))
-            cells.append("" if value is None else f"{100 * value:.2f}")
-        cells += [f"{100 * r.accuracy:.2f} +- {100 * r.ci95:.2f}", diff]
-        cells += [reference.get(r.shots) or ""] if per_shot else []
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            row["validation (%)"] = "" if value is None else f"{100 * value:.2f}"
+        row["accuracy (%)"] = f"{100 * r.accuracy:.2f} +- {100 * r.ci95:.2f}"
+        row[f"paired diff vs {against} (points)"] = "" if r.paired_diff is None else f"{100 * r.paired_diff:+.2f} +- {100 * r.paired_ci95:.2f}"
+        if per_shot:
+            row["rival"] = reference.get(r.shots) or ""
+        rows.append(row)
+    return markdown_table(rows)
 
 
 @jax.jit
@@ -149,11 +159,14 @@ def prototype_accuracies(episodes: FeatureEpisodes, ways: int, scale: float = 10
     return np.asarray(episode_accuracies(weights, episodes.query_features, episodes.query_labels, scale))
 
 
-def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: int, scale: float = 10.0, chunk: int = 600, mesh=None):
+def make_evaluator(sample_task, ways: int, dim: int | None = None, scale: float = 10.0, chunk: int = 600, mesh=None):
     """Returns evaluate(params, episodes, rng) -> (per-episode accuracies `(E,)`, accuracy per step `(S,)`).
 
-    The per-task sampler is vmapped over up to `chunk` episodes at a time and jitted once; the accuracy
-    along the reverse process is observed inside the scan (one number per step, not the weights). With a
+    `sample_task(params, support_features, support_labels, rng, ways, observe)` is any per-task weight
+    function with the sampler's signature: MetaDiff's (`sampler.make_sample_task`), the one-step regressor's
+    (`regressor.make_predict_task`), or a user's. It is vmapped over up to `chunk` episodes at a time and
+    jitted once; the accuracy along the reverse process is observed inside the loop (one number per step,
+    not the weights). `dim` (the denoiser's feature dim) is checked against the episodes' features. With a
     `mesh` (metadiff_jax.parallel), each chunk's episodes are sharded across its devices; an episode's key
     depends on its index only, so the accuracies do not depend on the device count.
     """
@@ -161,8 +174,7 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
     def run(params, support_features, support_labels, query_features, query_labels, episode_ids, rng):
         def sample_one(f, y, qf, ql, key):
             observe = lambda w: base_learner.accuracy(base_learner.cosine_logits(w, qf, scale), ql)
-            task = sampler_lib.make_sample_task(denoiser, schedule, config, observe)
-            weights, per_step = task(params, f, y, key, ways)
+            weights, per_step = sample_task(params, f, y, key, ways, observe)
             return base_learner.accuracy(base_learner.cosine_logits(weights, qf, scale), ql), per_step
 
         return jax.vmap(sample_one)(support_features, support_labels, query_features, query_labels, keys.episode_keys(rng, episode_ids))
@@ -171,7 +183,7 @@ def make_evaluator(denoiser, schedule, config: sampler_lib.SamplerConfig, ways: 
     run = jax.jit(run) if mesh is None else jax.jit(run, out_shardings=parallel.replicated(mesh))
 
     def evaluate(params, episodes: FeatureEpisodes, rng):
-        check_episodes(episodes, ways, denoiser.dim)
+        check_episodes(episodes, ways, dim)
         accuracies, per_step = [], []
         total = len(episodes.support_features)
         for start in range(0, total, chunk):

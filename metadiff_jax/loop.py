@@ -30,17 +30,27 @@ class TrainingDiverged(RuntimeError):
     """A loss or gradient became NaN or Inf; the state kept is the last good one."""
 
 
-def raise_if_diverged(state, metrics: dict | None = None) -> None:
-    """The divergence check of a state that records it (`diverged_at`, as diffusion.TrainState does)."""
+def raise_if_diverged(state, metrics: dict | None = None, what: str = "Training") -> None:
+    """The one divergence check of every loop here (MetaDiff's, the baselines', pretraining's).
+
+    A state that records divergence (`diverged_at`, as diffusion.TrainState does: the step whose loss or
+    gradient was not finite, whose update was skipped) is checked by it; any other state by
+    `metrics["loss"]`. Raises TrainingDiverged naming the step and what to do.
+    """
     scalar = parallel.host_value  # also reads values replicated over the devices of several hosts
-    diverged_at = int(scalar(state.diverged_at))
-    if diverged_at >= 0:
-        detail = f" (last loss {float(scalar(metrics['loss']))}, gradient norm {float(scalar(metrics['grad_norm']))})" if metrics else ""
-        raise TrainingDiverged(
-            f"Training diverged at step {diverged_at}: the loss or a gradient was NaN or Inf{detail}. The state kept is "
-            f"the last good one, after step {int(scalar(state.step))}. Lower the learning rate or check the features for "
-            "extreme values."
-        )
+    remedy = "Lower the learning rate or check the inputs for extreme values."
+    if hasattr(state, "diverged_at"):
+        diverged_at = int(scalar(state.diverged_at))
+        if diverged_at >= 0:
+            detail = f" (last loss {float(scalar(metrics['loss']))}, gradient norm {float(scalar(metrics['grad_norm']))})" if metrics else ""
+            raise TrainingDiverged(
+                f"{what} diverged at step {diverged_at}: the loss or a gradient was NaN or Inf{detail}. The state kept is "
+                f"the last good one, after step {int(scalar(state.step))}. {remedy}"
+            )
+        return
+    loss = float(scalar(metrics["loss"]))
+    if not np.isfinite(loss):
+        raise TrainingDiverged(f"{what} diverged by step {int(scalar(state.step))}: the loss is {loss}. {remedy}")
 
 
 def checkpointed_loop(

@@ -1,6 +1,6 @@
 """Backbone pretraining on the base classes, and encoding images into features with the frozen backbone.
 
-The reference recipe (MetaOptNet-style, ../shared/docs/METADIFF.md): cross-entropy with a linear head over
+The reference recipe (MetaOptNet-style, docs/reference.md): cross-entropy with a linear head over
 all base classes (optionally plus a 4-way rotation head), SGD with Nesterov momentum 0.9, weight decay 5e-4,
 batch 128, learning rate 0.1 divided by 10 at 60 / 80 / 90 % of training. Augmentation runs on the device,
 inside the jitted step: a random shift (pad and crop) and, for natural images, a horizontal flip.
@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import tqdm
 
-from metadiff_jax import evaluate
+from metadiff_jax import evaluate, loop
 from metadiff_jax.config_dict import FieldError
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
@@ -227,8 +227,7 @@ def pretrain(
                 state, metrics = train_step(state, images, labels, rng)
                 losses.append(metrics["loss"])
                 accuracies.append(metrics["accuracy"])
-        if not np.isfinite(float(losses[-1])):
-            raise FloatingPointError(f"Pretraining diverged in epoch {epoch + 1}: the loss is {float(losses[-1])}. Lower the learning rate.")
+        loop.raise_if_diverged(state, {"loss": losses[-1]}, f"Pretraining (epoch {epoch + 1})")
         backbone_variables = {"params": state.params["backbone"], "batch_stats": state.batch_stats["backbone"]}
         features = encode(backbone_variables, validation_split.images)
         validation = prototype_accuracy(features, validation_split, config.validation_episodes)

@@ -1,27 +1,53 @@
 """MetaDiff's meta-training over a class-indexed feature split: its settings, its episode stream, its setup.
 
-`train_denoiser` builds the outer step (diffusion.make_train_step), the stream of training episodes with
-their targets, and hands both to the checkpointed loop that the baselines share (metadiff_jax.loop).
+`train_denoiser` builds the training loss from the settings (`training_loss`: an objective of OBJECTIVES,
+targets of TARGETS, and the query loss when its weight is not 0), the outer step around it
+(diffusion.make_train_step), the stream of training episodes with their targets, and hands both to the
+checkpointed loop that the baselines share (metadiff_jax.loop).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from metadiff_jax import checkpoints as checkpoints_lib
-from metadiff_jax import differentiable, diffusion, loop, parallel
-from metadiff_jax import features as features_lib
+from metadiff_jax import diffusion, feature_splits, loop, parallel, regressor
+from metadiff_jax import query_loss as query_loss_lib
+from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.config_dict import FieldError
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
 
-# What the denoiser learns to reach (TrainConfig.targets).
-TARGETS = ("class_means", "finetuned_prototypes")
+
+class Objective(NamedTuple):
+    """What a denoiser is trained to do: its loss, loss(denoiser, schedule) -> diffusion.LossFn, and how the
+    trained denoiser is read, reader(denoiser, schedule, sampler.SamplerConfig) -> a per-task weight function
+    with the sampler's signature (what evaluate.make_evaluator takes)."""
+
+    loss: Callable
+    reader: Callable
+
+
+# TrainConfig.objective: "diffusion" is MetaDiff, read by a sampler; "regression" maps the support set to the
+# targets in one forward pass (the one-step regressor, a baseline: no diffusion).
+OBJECTIVES: dict[str, Objective] = {
+    "diffusion": Objective(diffusion.make_loss, sampler_lib.make_sample_task),
+    "regression": Objective(regressor.make_loss, lambda denoiser, schedule, sampler_config: regressor.make_predict_task(denoiser, schedule)),
+}
+
+
+def finetuned_prototypes(config: TrainConfig):
+    return functools.partial(diffusion.finetuned_prototype_targets, steps=config.finetune_steps, learning_rate=config.finetune_learning_rate)
+
+
+# What the denoiser learns to reach (TrainConfig.targets): name -> (settings -> a function of the batch that
+# replaces its targets, or None to keep the batch's rows of the class-mean table).
+TARGETS: dict[str, Callable] = {"class_means": lambda config: None, "finetuned_prototypes": finetuned_prototypes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +70,10 @@ class TrainConfig:
     finetune_steps: int = 10  # finetuned_prototypes only: gradient steps on the labelled episode
     finetune_learning_rate: float = 0.5
     # "diffusion" (MetaDiff) or "regression": the same denoiser trained as a one-step regressor from the
-    # support set to W0 (a baseline, sampled with SamplerConfig("one_step")).
+    # support set to W0 (a baseline, read with regressor.make_predict_task).
     objective: str = "diffusion"
-    # The query-loss training mode (differentiable.py); its weight 0 is MetaDiff as published.
-    query_loss: differentiable.QueryLossConfig = differentiable.QueryLossConfig()
+    # The query-loss training mode (query_loss.py); its weight 0 is MetaDiff as published.
+    query_loss: query_loss_lib.QueryLossConfig = query_loss_lib.QueryLossConfig()
 
     def __post_init__(self):
         if self.steps < 0:
@@ -59,10 +85,42 @@ class TrainConfig:
             raise FieldError("ema_decay", f"must be in [0, 1], got {self.ema_decay}.")
         if self.targets not in TARGETS:
             raise FieldError("targets", f"{self.targets!r} is unknown; known: {', '.join(TARGETS)}.")
-        if self.objective not in diffusion.OBJECTIVES:
-            raise FieldError("objective", f"{self.objective!r} is unknown; known: {', '.join(diffusion.OBJECTIVES)}.")
+        if self.objective not in OBJECTIVES:
+            raise FieldError("objective", f"{self.objective!r} is unknown; known: {', '.join(OBJECTIVES)}.")
         if self.finetune_steps < 0:
             raise FieldError("finetune_steps", f"must be 0 or more, got {self.finetune_steps}.")
+
+
+def training_loss(denoiser, schedule, config: TrainConfig) -> tuple[diffusion.LossFn, bool]:
+    """The loss the settings ask for, and whether it needs each episode's query set."""
+    loss_fn = OBJECTIVES[config.objective].loss(denoiser, schedule)
+    targets_from_batch = TARGETS[config.targets](config)
+    if targets_from_batch is not None:
+        loss_fn = diffusion.with_targets(loss_fn, targets_from_batch)
+    if config.query_loss.weight:
+        query_loss = query_loss_lib.make_query_loss(denoiser, schedule, config.query_loss)
+        loss_fn = query_loss_lib.add_query_loss(loss_fn, query_loss, config.query_loss.weight)
+    return loss_fn, bool(config.query_loss.weight) or targets_from_batch is not None
+
+
+def weights_reader(denoiser, schedule, config: TrainConfig, sampler_config: sampler_lib.SamplerConfig):
+    """How a denoiser trained with these settings is read: a per-task weight function (sampler's signature)."""
+    return OBJECTIVES[config.objective].reader(denoiser, schedule, sampler_config)
+
+
+class TrainedDenoiser(NamedTuple):
+    """A trained denoiser as the launch layer hands it on: the module, its noise schedule, the parameters to
+    read it with, the per-step training losses, its per-task weight function, the steps it trained, and
+    its evaluator (evaluate.make_evaluator of that function: one compiled program for all episode sets of
+    one size, the validation of checkpoints, the test and the choice on validation episodes alike)."""
+
+    denoiser: Any
+    schedule: Any
+    params: Any
+    losses: np.ndarray
+    sample_task: Callable
+    steps: int
+    evaluator: Callable
 
 
 def training_batches(
@@ -123,23 +181,18 @@ def train_denoiser(
     """
     features = np.asarray(split.images)
     if features.ndim != 2:
-        raise features_lib.InputError(f"{split.identity}: features of shape {features.shape} are not (num_images, dim).")
-    features_lib.check_features(features, denoiser.dim, split.identity)
+        raise feature_splits.InputError(f"{split.identity}: features of shape {features.shape} are not (num_images, dim).")
+    feature_splits.check_features(features, denoiser.dim, split.identity)
     episodes_lib.check_spec(split, spec)
     if mesh is not None:
         parallel.check_divisible(config.batch_size, mesh, "episodes per step (metadiff.batch_size)")
-    config.query_loss.validate(schedule.num_timesteps)
+    config.query_loss.check(schedule)
     targets = diffusion.class_mean_targets(features, split.class_starts)
     optimizer = diffusion.make_optimizer(config.learning_rate, config.weight_decay)
-    query_loss = differentiable.make_query_loss(denoiser, schedule, config.query_loss) if config.query_loss.weight else None
-    finetuned = config.targets == "finetuned_prototypes"
-    finetuned_targets = functools.partial(diffusion.finetuned_prototype_targets, steps=config.finetune_steps, learning_rate=config.finetune_learning_rate)
+    loss_fn, needs_queries = training_loss(denoiser, schedule, config)
 
     def make_step(axis_name=None):
-        return diffusion.make_train_step(
-            denoiser, schedule, optimizer, config.ema_decay, config.ema_start, query_loss, config.query_loss.weight,
-            finetuned_targets if finetuned else None, axis_name, config.objective,
-        )
+        return diffusion.make_train_step(loss_fn, optimizer, ema_decay=config.ema_decay, ema_start=config.ema_start, axis_name=axis_name)
 
     if mesh is None:
         step_fn, place, shard_index, shard_count = diffusion.jit_train_step(make_step()), (lambda batch: batch), 0, 1
@@ -149,7 +202,7 @@ def train_denoiser(
 
     def batches_from(first_step: int):
         stream = training_batches(
-            split, targets, spec, config.batch_size, config.seed, first_step, shard_index, shard_count, with_queries=query_loss is not None or finetuned
+            split, targets, spec, config.batch_size, config.seed, first_step, shard_index, shard_count, with_queries=needs_queries
         )
         return map(place, episodes_lib.prefetch(stream))
 

@@ -26,7 +26,7 @@ def setup(ema_start=2000, learning_rate=1e-3):
     schedule = sl.linear_schedule(100)
     optimizer = df.make_optimizer(learning_rate)
     params = dn.init_params(model, jax.random.PRNGKey(0))
-    step = df.make_train_step(model, schedule, optimizer, ema_decay=0.9, ema_start=ema_start)
+    step = df.make_train_step(df.make_loss(model, schedule), optimizer, ema_decay=0.9, ema_start=ema_start)
     return model, schedule, optimizer, params, step
 
 
@@ -77,7 +77,7 @@ def test_the_episode_transformer_trains_through_the_same_outer_step():
     model = dn.make_denoiser("episode_transformer", DIM, anchor="zero", hidden=32, heads=2)
     schedule, optimizer = sl.linear_schedule(100), df.make_optimizer(1e-3)
     params = dn.init_params(model, jax.random.PRNGKey(0))
-    train_step = df.jit_train_step(df.make_train_step(model, schedule, optimizer, ema_decay=0.9, ema_start=0))
+    train_step = df.jit_train_step(df.make_train_step(df.make_loss(model, schedule), optimizer, ema_decay=0.9, ema_start=0))
     keys = jax.random.split(jax.random.PRNGKey(7), 8)
     evaluate = jax.jit(lambda p, b: jnp.mean(jax.vmap(lambda k: df.diffusion_loss(model, schedule, p, b, k))(keys)))
     held_out = make_batch(999, episodes=32)
@@ -129,8 +129,9 @@ def test_finetuned_prototype_targets_replace_the_class_means_inside_the_step():
     np.testing.assert_allclose(untuned[2], base_learner.prototypes(every_image[2], labels[2], WAYS), rtol=1e-5, atol=1e-6)
     model, schedule, optimizer, params, _ = setup()
     state = df.init_state(params, optimizer)
-    plain = df.make_train_step(model, schedule, optimizer)(state, batch, jax.random.PRNGKey(0))[1]["loss"]
-    tuned_step = df.make_train_step(model, schedule, optimizer, targets_from_batch=lambda b: df.finetuned_prototype_targets(b, steps=5))
+    plain = df.make_train_step(df.make_loss(model, schedule), optimizer)(state, batch, jax.random.PRNGKey(0))[1]["loss"]
+    tuned = df.with_targets(df.make_loss(model, schedule), lambda b: df.finetuned_prototype_targets(b, steps=5))
+    tuned_step = df.make_train_step(tuned, optimizer)
     assert float(tuned_step(state, batch, jax.random.PRNGKey(0))[1]["loss"]) != float(plain)
 
 

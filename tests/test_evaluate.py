@@ -41,7 +41,7 @@ def test_untrained_denoiser_lands_near_the_prototype_classifier(synthetic_splits
     # prototypes: the paired difference is close to zero.
     episodes, _ = ev.fixed_episodes(synthetic_splits["test"], SPEC, 300, seed=0)
     model = dn.make_denoiser("tcunet", 64)
-    evaluate = ev.make_evaluator(model, sl.linear_schedule(1000), sp.SamplerConfig(), ways=5)
+    evaluate = ev.make_evaluator(sp.make_sample_task(model, sl.linear_schedule(1000)), ways=5, dim=64)
     accuracies, per_step = evaluate(dn.init_params(model, jax.random.PRNGKey(0)), episodes, jax.random.PRNGKey(1))
     prototypes = ev.prototype_accuracies(episodes, 5)
     assert accuracies.shape == (300,) and per_step.shape == (1000,)
@@ -56,7 +56,7 @@ def test_trained_metadiff_beats_prototypes_at_one_shot(synthetic_splits):
     state, losses = train.train_denoiser(model, schedule, dn.init_params(model, jax.random.PRNGKey(0)), synthetic_splits["train"], SPEC, config, progress=False)
     assert losses[-500:].mean() < 0.7 * losses[:50].mean()
     episodes, _ = ev.fixed_episodes(synthetic_splits["test"], SPEC, 600, seed=0)
-    accuracies, _ = ev.make_evaluator(model, schedule, sp.SamplerConfig(), ways=5)(state.ema_params, episodes, jax.random.PRNGKey(1))
+    accuracies, _ = ev.make_evaluator(sp.make_sample_task(model, schedule), ways=5, dim=64)(state.ema_params, episodes, jax.random.PRNGKey(1))
     prototypes = ev.prototype_accuracies(episodes, 5)
     result = ev.summarize("metadiff", accuracies, 5, 1, reference=prototypes)
     assert result.paired_diff - result.paired_ci95 > 0, result

@@ -1,11 +1,12 @@
-"""The non-diffusion rivals on frozen features (metadiff_jax.baselines.features) and the one-step regressor."""
+"""The non-diffusion rivals on frozen features (metadiff_jax/rivals.py) and the one-step regressor."""
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadiff_jax import denoiser, diffusion, evaluate, sampler, schedule, synthetic, train
-from metadiff_jax.baselines import features as rivals
+from metadiff_jax import base_learner, denoiser, evaluate, regressor, rivals, schedule, synthetic, train
 from metadiff_jax.data import episodes
 from metadiff_jax.data.split import ClassIndexedSplit
 
@@ -47,7 +48,8 @@ def test_ridge_learns_the_low_rank_structure_of_the_base_classes(splits):
     # the support mean at one shot, chosen on validation and scored on test.
     validation, _ = evaluate.fixed_episodes(splits["validation"], SPEC, 200, seed=1)
     test, _ = evaluate.fixed_episodes(splits["test"], SPEC, 200, seed=0)
-    chosen = rivals.select_ridge(splits["train"], 1, 50, (1.0, 100.0, 1e4), 0, validation, test, 5)
+    context = rivals.RivalContext(splits["train"], SPEC, 0, validation, test)
+    chosen = rivals.select_ridge(rivals.RidgeSettings(draws_per_class=50, strengths=(1.0, 100.0, 1e4)), context)
     prototypes = evaluate.prototype_accuracies(test, 5)
     difference = chosen.test_accuracies - prototypes
     assert difference.mean() - 1.96 * difference.std() / np.sqrt(len(difference)) > 0, chosen
@@ -69,21 +71,68 @@ def test_selection_looks_at_validation_only_and_scores_the_choice_on_test():
 def test_anil_on_features_learns_above_chance(splits):
     validation, _ = evaluate.fixed_episodes(splits["validation"], SPEC, 100, seed=1)
     test, _ = evaluate.fixed_episodes(splits["test"], SPEC, 100, seed=0)
-    chosen = rivals.select_anil(splits["train"], SPEC, (0.5,), 5, 1e-2, 200, 8, 0, validation, test)
+    context = rivals.RivalContext(splits["train"], SPEC, 0, validation, test)
+    chosen = rivals.select_anil(rivals.AnilSettings(inner_lrs=(0.5,), inner_steps=5, outer_lr=1e-2, steps=200, meta_batch=8), context)
     assert chosen.test_accuracies.mean() > 0.4 and chosen.choice["inner_steps"] == 5
 
 
-def test_one_step_regressor_trains_towards_the_class_means_and_samples_in_one_pass(splits):
+class FixedOutput(nn.Module):
+    """A denoiser whose output is a parameter M when read at x_t = 0 and t = T - 1 (and something else anywhere
+    else), with the fields the regressor reads: where it is anchored and what it predicts."""
+
+    anchor: str
+    prediction: str
+    last_t: int
+
+    @nn.compact
+    def __call__(self, x_t, t, support_features, support_labels):
+        output = self.param("output", nn.initializers.normal(1.0), x_t.shape)
+        return output + 7.0 * x_t + 3.0 * (t - self.last_t)
+
+
+@pytest.mark.parametrize("anchor", ["zero", "prototypes"])
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_the_one_step_regressor_reads_the_denoiser_once_at_the_mean_of_the_noise(anchor, prediction):
+    """W = origin - M for a noise predictor (its output read as the noise at x_T = 0), origin + M for an
+    x0-predictor, origin = 0 or the support prototypes; and its loss is the mean squared error against W0."""
+    noise = schedule.linear_schedule(50)
+    model = FixedOutput(anchor, prediction, noise.num_timesteps - 1)
+    rng = np.random.default_rng(0)
+    features, labels = rng.standard_normal((6, 4)).astype(np.float32), np.array([0, 0, 1, 1, 2, 2])
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((3, 4)), 0, features, labels)
+    output = np.asarray(params["params"]["output"], np.float64)
+    origin = np.stack([features[labels == k].mean(axis=0) for k in range(3)]) if anchor == "prototypes" else np.zeros((3, 4))
+    expected = origin + (output if prediction == "x0" else -output)
+    weights = regressor.make_predict_task(model, noise)(params, features, labels, jax.random.PRNGKey(1), 3)
+    np.testing.assert_allclose(weights, expected, rtol=1e-6, atol=1e-6)
+    targets = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    batch = train.diffusion.TrainBatch(features[None], labels[None], targets)
+    loss, _ = regressor.make_loss(model, noise)(params, batch, None, 0)
+    assert float(loss) == pytest.approx(np.mean((expected - targets[0]) ** 2), rel=1e-5)
+
+
+def test_the_regressor_rival_trains_towards_the_class_means_and_is_scored_in_one_pass(splits):
+    """Through the registry, as the main job runs it: MetaDiff's denoiser trained with the regression
+    objective lowers its loss, and the row's test accuracies are its one-pass weights' accuracies."""
     model = denoiser.make_denoiser("tcunet", 32, condition="normalized_gradient")
     noise = schedule.linear_schedule(100)
-    params = denoiser.init_params(model, jax.random.PRNGKey(0))
-    config = train.TrainConfig(steps=300, learning_rate=1e-3, objective="regression", check_every=50)
-    state, losses = train.train_denoiser(model, noise, params, splits["train"], SPEC, config, progress=False)
-    assert losses[-50:].mean() < 0.7 * losses[:50].mean()
+    config = train.TrainConfig(steps=300, learning_rate=1e-3, check_every=50)
+    trained = {}
+
+    def train_denoiser(name, overrides):
+        training = train.dataclasses.replace(config, **overrides)
+        state, losses = train.train_denoiser(model, noise, denoiser.init_params(model, jax.random.PRNGKey(0)), splits["train"], SPEC, training, progress=False)
+        trained.update(losses=losses, params=state.ema_params, objective=training.objective)
+        sample_task = train.weights_reader(model, noise, training, None)
+        return train.TrainedDenoiser(model, noise, state.ema_params, losses, sample_task, training.steps, evaluate.make_evaluator(sample_task, 5, 32))
+
+    validation, _ = evaluate.fixed_episodes(splits["validation"], SPEC, 20, seed=1)
     test, _ = evaluate.fixed_episodes(splits["test"], SPEC, 20, seed=0)
-    task = sampler.make_sample_task(model, noise, sampler.SamplerConfig("one_step"))
-    sampled = sampler.sample_episodes(task, state.ema_params, test.support_features, test.support_labels, jax.random.PRNGKey(0), 5)
-    direct = jax.vmap(lambda f, y: diffusion.regression_weights(model, noise, state.ema_params, f, y, 5))(test.support_features, test.support_labels)
-    np.testing.assert_allclose(sampled, direct, rtol=1e-6)
+    chosen = rivals.select_regressor(rivals.RegressorSettings(), rivals.RivalContext(splits["train"], SPEC, 0, validation, test, train_denoiser))
+    assert trained["objective"] == "regression" and chosen.choice == {"steps": 300}
+    assert trained["losses"][-50:].mean() < 0.7 * trained["losses"][:50].mean()
+    weights = jax.vmap(lambda f, y: regressor.regression_weights(model, noise, trained["params"], f, y, 5))(test.support_features, test.support_labels)
+    logits = jax.vmap(lambda w, q: base_learner.cosine_logits(w, q))(weights, jnp.asarray(test.query_features))
+    np.testing.assert_allclose(chosen.test_accuracies, np.mean(np.argmax(logits, -1) == test.query_labels, axis=-1))
     with pytest.raises(ValueError, match="objective 'denoise' is unknown"):
         train.TrainConfig(objective="denoise")

@@ -57,8 +57,8 @@ def test_observations_come_one_per_step():
     params = dn.init_params(model, jax.random.PRNGKey(0))
     features, labels = task()
     for config, steps in [(sp.SamplerConfig("ddpm_mean"), 200), (sp.SamplerConfig("ddim", 10), 10)]:
-        sample = sp.make_sample_task(model, SCHEDULE, config, observe=lambda w: jnp.linalg.norm(w))
-        weights, norms = sample(params, features, labels, jax.random.PRNGKey(0), WAYS)
+        sample = sp.make_sample_task(model, SCHEDULE, config)
+        weights, norms = sample(params, features, labels, jax.random.PRNGKey(0), WAYS, observe=lambda w: jnp.linalg.norm(w))
         assert norms.shape == (steps,)
         np.testing.assert_allclose(norms[-1], jnp.linalg.norm(weights), rtol=1e-5)
 
@@ -75,6 +75,46 @@ def test_deterministic_and_stochastic_samplers():
     c = stochastic(params, features, labels, jax.random.PRNGKey(0), WAYS)
     d = stochastic(params, features, labels, jax.random.PRNGKey(1), WAYS)
     assert float(jnp.abs(c - d).max()) > 1e-3
+
+
+def test_a_registered_sampler_runs_in_the_one_loop_for_evaluation_and_for_gradients(monkeypatch):
+    """Adding a sampler is one update function and one registry entry: here DDIM with eta = 1 (its noise
+    term fresh at each step), which the loop then runs, observes, vmaps and differentiates like the others."""
+
+    def ddim_eta_one(schedule, t, coefficients, x_t, eps_hat, noise):
+        c = coefficients
+        x0 = (x_t - c.sqrt_one_minus_abar * eps_hat) / c.sqrt_abar
+        abar, abar_next = c.sqrt_abar**2, c.sqrt_abar_next**2
+        sigma = jnp.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))
+        return c.sqrt_abar_next * x0 + jnp.sqrt(jnp.maximum(1 - abar_next - sigma**2, 0.0)) * eps_hat + sigma * noise
+
+    monkeypatch.setitem(sp.SAMPLERS, "ddim_eta_one", sp.StepRule(sp.ddim_plan, ddim_eta_one, stochastic=True))
+    oracle = OracleDenoiser(DIM, SCHEDULE)
+    features, labels = task()
+    params = oracle.init(jax.random.PRNGKey(0), jnp.zeros((WAYS, DIM)), 0, features, labels)
+    sample = jax.jit(sp.make_sample_task(oracle, SCHEDULE, sp.SamplerConfig("ddim_eta_one", 20)), static_argnames="ways")
+    np.testing.assert_allclose(sample(params, features, labels, jax.random.PRNGKey(3), ways=WAYS), bl.prototypes(features, labels, WAYS), atol=2e-3)
+    model = dn.make_denoiser("tcunet", DIM, time_dim=16)
+    model_params = dn.init_params(model, jax.random.PRNGKey(0))
+    differentiable = sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("ddim_eta_one", 5), remat=True)
+    gradient = jax.grad(lambda p: jnp.sum(differentiable(p, features, labels, jax.random.PRNGKey(1), WAYS) ** 2))(model_params)
+    norms = [float(jnp.linalg.norm(g)) for g in jax.tree_util.tree_leaves(gradient)]
+    assert all(np.isfinite(norms)) and max(norms) > 0
+
+
+def test_truncated_backpropagation_runs_the_same_forward_pass_and_observes_every_step():
+    model = dn.make_denoiser("tcunet", DIM, time_dim=16)
+    params = dn.init_params(model, jax.random.PRNGKey(0))
+    features, labels = task()
+    observe = lambda w: jnp.linalg.norm(w)
+    whole = sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("ddim", 8))(params, features, labels, jax.random.PRNGKey(0), WAYS, observe)
+    truncated = sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("ddim", 8), remat=True, backprop_steps=3)
+    weights, norms = truncated(params, features, labels, jax.random.PRNGKey(0), WAYS, observe)
+    np.testing.assert_allclose(weights, whole[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(norms, whole[1], rtol=1e-6)
+    assert norms.shape == (8,)
+    with pytest.raises(ValueError, match="backprop_steps k = 9 must be in 1 .. 8"):
+        sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("ddim", 8), backprop_steps=9)
 
 
 def test_vmapped_episodes_equal_one_task_at_a_time():
@@ -95,7 +135,7 @@ def test_bad_sampler_settings_are_refused():
     model = dn.make_denoiser("tcunet", DIM)
     with pytest.raises(ValueError, match="Cannot sample with 500 steps: the schedule has T = 200"):
         sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("ddim", 500))
-    with pytest.raises(ValueError, match="ddpm_mean always runs all T = 200 steps; for 10 steps use method 'ddim'"):
+    with pytest.raises(ValueError, match="ddpm_mean: this sampler always runs all T = 200 steps; for 10 steps use method 'ddim'"):
         sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("ddpm_mean", 10))
     with pytest.raises(ValueError, match="Unknown sampler 'euler'"):
         sp.make_sample_task(model, SCHEDULE, sp.SamplerConfig("euler"))

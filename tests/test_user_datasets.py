@@ -184,7 +184,7 @@ def test_paper_configs_carry_the_reference_protocol():
         config = module.get_config()
         assert (config.dataset.name, config.backbone.name, config.backbone.width) == (dataset, backbone, 0)
         m = config.metadiff
-        assert (m.timesteps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.condition) == (1000, 8, 1e-4, 5e-4, 0.9999, "gradient")
+        assert (m.timesteps, m.batch_size, m.learning_rate, m.weight_decay, m.ema_decay, m.tcunet.condition) == (1000, 8, 1e-4, 5e-4, 0.9999, "gradient")
         assert (config.pretrain.epochs, config.pretrain.batch_size, config.episodes.test_episodes, config.dataset.strict) == (100, 128, 600, True)
         assert config.dataset.in_memory == (dataset == "mini_imagenet")
         with pytest.raises(ValueError, match="quick"):
@@ -205,7 +205,7 @@ def fake_manual_dir(tmp_path_factory) -> pathlib.Path:
 @pytest.mark.parametrize("config_file", ["mini_imagenet_resnet12", "mini_imagenet_conv4", "tiered_imagenet_conv4"])
 def test_quick_variant_of_each_paper_config_runs_end_to_end_on_fake_files(tmp_path, fake_manual_dir, config_file):
     workdir = tmp_path / "run"
-    # One of them also trains with the query loss through the differentiable sampler (metadiff_jax/differentiable.py).
+    # One of them also trains with the query loss through the sampler (metadiff_jax/query_loss.py).
     query_loss = ["--config.metadiff.query_loss.weight=0.1", "--config.metadiff.query_loss.steps=3"] if config_file == "tiered_imagenet_conv4" else []
     completed = subprocess.run(
         [

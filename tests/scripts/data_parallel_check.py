@@ -24,7 +24,7 @@ noise = schedule.linear_schedule(100)
 optimizer = diffusion.make_optimizer(1e-3)
 targets = diffusion.class_mean_targets(splits["train"].images, splits["train"].class_starts)
 params = denoiser.init_params(model, jax.random.PRNGKey(0))
-make_step = functools.partial(diffusion.make_train_step, model, noise, optimizer, ema_decay=0.9, ema_start=2)
+make_step = functools.partial(diffusion.make_train_step, diffusion.make_loss(model, noise), optimizer, ema_decay=0.9, ema_start=2)
 test, _ = evaluate.fixed_episodes(splits["test"], spec, 20, seed=0)
 
 
@@ -38,7 +38,7 @@ def train_and_evaluate(devices, style):
         state, metrics = step(state, batch, jax.random.PRNGKey(1))
         # One step in flight at a time: with more fake devices than cores, several can deadlock an all-reduce.
         jax.block_until_ready(state)
-    evaluate_fn = evaluate.make_evaluator(model, noise, sampler.SamplerConfig("ddim", 10), 5, chunk=12, mesh=mesh)
+    evaluate_fn = evaluate.make_evaluator(sampler.make_sample_task(model, noise, sampler.SamplerConfig("ddim", 10)), 5, model.dim, chunk=12, mesh=mesh)
     accuracies = evaluate_fn(state.ema_params, test, jax.random.PRNGKey(2))[0]
     return jax.device_get(state), accuracies, len(batch.support_features.sharding.device_set), float(metrics["loss"])
 

@@ -34,7 +34,7 @@ targets = diffusion.class_mean_targets(splits["train"].images, splits["train"].c
 model = denoiser.make_denoiser("tcunet", 16)
 optimizer = optax.sgd(1e-2)
 mesh = parallel.make_mesh()
-step = parallel.data_parallel_step(functools.partial(diffusion.make_train_step, model, schedule.linear_schedule(100), optimizer), mesh)
+step = parallel.data_parallel_step(functools.partial(diffusion.make_train_step, diffusion.make_loss(model, schedule.linear_schedule(100)), optimizer), mesh)
 state = parallel.put_replicated(diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer), mesh)
 # Each process samples only its own half of every global batch of 8 episodes; one process samples all 8.
 stream = train.training_batches(splits["train"], targets, spec, batch_size=8, seed=0, shard_index=jax.process_index(), shard_count=jax.process_count())

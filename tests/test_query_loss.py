@@ -1,11 +1,12 @@
-"""The differentiable sampler: its gradient against finite differences, truncation and rematerialisation."""
+"""The query loss through the sampler's own loop: its gradient against finite differences for every
+registered sampler, truncation and rematerialisation, and the training mode that adds it."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadiff_jax import denoiser, differentiable, schedule
+from metadiff_jax import denoiser, diffusion, query_loss, sampler, schedule
 
 WAYS, SHOTS, QUERIES, DIM = 3, 2, 4, 8
 
@@ -23,15 +24,20 @@ def problem():
     return model, params, (support, support_labels, query, query_labels, jax.random.PRNGKey(1))
 
 
-def loss_fn(model, config, task):
-    loss = differentiable.make_task_query_loss(model, schedule.linear_schedule(100), config)
+# A short schedule, so that the DDPM rules (which take every one of its T steps) are cheap to differentiate.
+SHORT = schedule.from_betas(np.linspace(0.05, 0.5, 6))
+
+
+def loss_fn(model, config, task, noise=None):
+    loss = query_loss.make_task_query_loss(model, schedule.linear_schedule(100) if noise is None else noise, config)
     return lambda params: loss(params, *task, WAYS)
 
 
-def test_gradient_through_the_sampler_matches_finite_differences(problem):
+@pytest.mark.parametrize("method", sorted(sampler.SAMPLERS))
+def test_gradient_through_every_registered_sampler_matches_finite_differences(problem, method):
     model, params, task = problem
     with jax.default_matmul_precision("highest"):
-        loss = loss_fn(model, differentiable.QueryLossConfig(steps=4), task)
+        loss = loss_fn(model, query_loss.QueryLossConfig(method=method, steps=None if method.startswith("ddpm") else 4), task, SHORT)
         gradient = jax.grad(loss)(params)
         direction = jax.tree_util.tree_map(lambda p, k: jax.random.normal(k, p.shape), params, _keys(params))
         along = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(gradient), jax.tree_util.tree_leaves(direction)))
@@ -49,36 +55,36 @@ def _keys(tree):
 
 def test_rematerialisation_changes_memory_not_the_gradient(problem):
     model, params, task = problem
-    remat = jax.grad(loss_fn(model, differentiable.QueryLossConfig(steps=6, remat=True), task))(params)
-    stored = jax.grad(loss_fn(model, differentiable.QueryLossConfig(steps=6, remat=False), task))(params)
+    remat = jax.grad(loss_fn(model, query_loss.QueryLossConfig(steps=6, remat=True), task))(params)
+    stored = jax.grad(loss_fn(model, query_loss.QueryLossConfig(steps=6, remat=False), task))(params)
     for a, b in zip(jax.tree_util.tree_leaves(remat), jax.tree_util.tree_leaves(stored)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_truncated_backpropagation_keeps_the_loss_and_drops_the_early_steps_gradient(problem):
     model, params, task = problem
-    full = loss_fn(model, differentiable.QueryLossConfig(steps=6), task)
-    last_two = loss_fn(model, differentiable.QueryLossConfig(steps=6, backprop_steps=2), task)
+    full = loss_fn(model, query_loss.QueryLossConfig(steps=6), task)
+    last_two = loss_fn(model, query_loss.QueryLossConfig(steps=6, backprop_steps=2), task)
     assert float(full(params)) == pytest.approx(float(last_two(params)), rel=1e-5)  # the same forward pass
     full_gradient = jax.tree_util.tree_leaves(jax.grad(full)(params))
     truncated_gradient = jax.tree_util.tree_leaves(jax.grad(last_two)(params))
     difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(full_gradient, truncated_gradient))
     assert difference > 1e-4
-    every_step = jax.tree_util.tree_leaves(jax.grad(loss_fn(model, differentiable.QueryLossConfig(steps=6, backprop_steps=6), task))(params))
+    every_step = jax.tree_util.tree_leaves(jax.grad(loss_fn(model, query_loss.QueryLossConfig(steps=6, backprop_steps=6), task))(params))
     for a, b in zip(full_gradient, every_step):  # k = K is no truncation
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_bad_query_loss_settings_are_refused():
     with pytest.raises(ValueError, match="backprop_steps"):
-        differentiable.QueryLossConfig(steps=5, backprop_steps=6).validate(100)
-    with pytest.raises(ValueError, match="K = 200"):
-        differentiable.QueryLossConfig(steps=200).validate(100)
+        query_loss.QueryLossConfig(steps=5, backprop_steps=6)
+    with pytest.raises(ValueError, match="K = 200 does not fit the sampler: Cannot sample with 200 steps"):
+        query_loss.QueryLossConfig(steps=200).check(schedule.linear_schedule(100))
+    with pytest.raises(ValueError, match="method 'euler' is unknown"):
+        query_loss.QueryLossConfig(method="euler")
 
 
 def _query_batch(seed: int, episodes: int = 4):
-    from metadiff_jax import diffusion
-
     rng = np.random.default_rng(seed)
     targets = rng.standard_normal((episodes, WAYS, DIM)).astype(np.float32)
     labels = lambda n: np.tile(np.repeat(np.arange(WAYS, dtype=np.int32), n), (episodes, 1))
@@ -87,23 +93,22 @@ def _query_batch(seed: int, episodes: int = 4):
 
 
 def test_query_loss_training_mode_adds_the_weighted_loss_and_lowers_the_query_loss():
-    from metadiff_jax import diffusion
-
     model = denoiser.make_denoiser("tcunet", DIM, time_dim=16)
     noise = schedule.linear_schedule(100)
     optimizer = diffusion.make_optimizer(3e-3)
-    query_loss = differentiable.make_query_loss(model, noise, differentiable.QueryLossConfig(steps=5))
-    step = diffusion.jit_train_step(diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=0.5))
+    sampled = query_loss.make_query_loss(model, noise, query_loss.QueryLossConfig(steps=5))
+    loss = query_loss.add_query_loss(diffusion.make_loss(model, noise), sampled, 0.5)
+    step = diffusion.jit_train_step(diffusion.make_train_step(loss, optimizer))
     state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0), WAYS, SHOTS), optimizer)
     held_out = _query_batch(999, episodes=16)
     evaluate = jax.jit(
-        lambda p: query_loss(p, held_out.support_features, held_out.support_labels, held_out.query_features, held_out.query_labels, jax.random.PRNGKey(5), WAYS)
+        lambda p: sampled(p, held_out.support_features, held_out.support_labels, held_out.query_features, held_out.query_labels, jax.random.PRNGKey(5), WAYS)
     )
     before = float(evaluate(state.params))
     for i in range(60):
         state, metrics = step(state, _query_batch(i), jax.random.PRNGKey(1))
     assert float(metrics["loss"]) == pytest.approx(float(metrics["diffusion_loss"]) + 0.5 * float(metrics["query_loss"]), rel=1e-5)
     assert float(evaluate(state.params)) < 0.9 * before
-    without_queries = diffusion.make_train_step(model, noise, optimizer, query_loss=query_loss, query_weight=0.5)
+    without_queries = diffusion.make_train_step(loss, optimizer)
     with pytest.raises(ValueError, match="query_features"):
         without_queries(state, _query_batch(0)._replace(query_features=None), jax.random.PRNGKey(1))
