@@ -83,8 +83,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.metadiff.unit_scale_targets = True
     config.metadiff.schedule = "linear"
     config.metadiff.timesteps = 1000
-    # sampler.SamplerConfig: method (a name in sampler.SAMPLERS: ddpm_mean, ddpm, ddim), steps (unset: the
-    # method's own; the DDPM methods always take all T), start (sampler.STARTS), draws.
+    # sampler.SamplerConfig: method (a name in sampler.SAMPLERS: ddpm_mean, ddpm, ddim, linear), steps (unset:
+    # all T; fewer: evenly spaced timesteps, the DDPM rules over the respaced process), start (sampler.STARTS), draws.
     config.metadiff.sampler = config_dict.section(sampler_lib.SamplerConfig())
     # Sample with the EMA of the denoiser (the reference) or, False, with its last parameters.
     config.metadiff.evaluate_ema = True

@@ -58,13 +58,15 @@ class QueryLossConfig:
 
 
 def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, config: QueryLossConfig = QueryLossConfig()):
-    """Returns query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways)
-    for ONE task: the cross-entropy of the cosine classifier with the sampled weights on the query set."""
+    """Returns query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways,
+    coefficients=None) for ONE task: the cross-entropy of the cosine classifier with the sampled weights on
+    the query set, differentiable with respect to the denoiser's `params` and to the sampler's `coefficients`
+    (None: the sampler's own, `sampler.initial_coefficients`)."""
     config.check(schedule)
     sample_task = sampler_lib.make_sample_task(denoiser, schedule, config.sampler, remat=config.remat, backprop_steps=config.backprop_steps)
 
-    def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int):
-        weights = sample_task(params, support_features, support_labels, rng, ways)
+    def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int, coefficients=None):
+        weights = sample_task(params, support_features, support_labels, rng, ways, coefficients=coefficients)
         logits = base_learner.cosine_logits(weights, query_features, config.scale)
         return optax.softmax_cross_entropy_with_integer_labels(logits, query_labels).mean()
 
@@ -73,13 +75,14 @@ def make_task_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedu
 
 def make_query_loss(denoiser: nn.Module, schedule: schedule_lib.NoiseSchedule, config: QueryLossConfig = QueryLossConfig()):
     """Returns query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways,
-    first_episode=0): the mean over a batch of episodes (leading axis) of the per-task loss; the batch's
-    episode i is episode first_episode + i of the stream and samples from its key (keys.episode_keys)."""
+    first_episode=0, coefficients=None): the mean over a batch of episodes (leading axis) of the per-task
+    loss; the batch's episode i is episode first_episode + i of the stream and samples from its key
+    (keys.episode_keys)."""
     task_loss = make_task_query_loss(denoiser, schedule, config)
 
-    def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int, first_episode=0):
+    def query_loss(params, support_features, support_labels, query_features, query_labels, rng, ways: int, first_episode=0, coefficients=None):
         episode_keys = keys.first_episodes(rng, support_features.shape[0], first_episode)
-        per_task = jax.vmap(lambda s, sl, q, ql, k: task_loss(params, s, sl, q, ql, k, ways))(
+        per_task = jax.vmap(lambda s, sl, q, ql, k: task_loss(params, s, sl, q, ql, k, ways, coefficients))(
             support_features, support_labels, query_features, query_labels, episode_keys
         )
         return per_task.mean()

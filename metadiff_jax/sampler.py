@@ -1,13 +1,16 @@
 """Sampling task weights: ONE reverse-process loop (a `lax.scan`) that runs any registered step rule.
 
-A sampler is a step rule (`StepRule`) in the registry SAMPLERS: the timesteps it visits, what it
-precomputes for each of them, and how one step moves x. The rules here:
+A sampler is a step rule (`StepRule`) in the registry SAMPLERS: the timesteps it visits, its coefficients
+for each of them (its parameters), and how one step moves x. The rules here:
   ddpm_mean  the reference: all T steps of the DDPM mean, no noise term,
              x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(alpha_t);
+             with `steps` < T, the same over the respaced process of an evenly spaced subsequence;
   ddpm       the same plus sqrt(beta_t) z, z ~ N(0, I), for t > 0 (ancestral sampling);
   ddim       eta = 0 over an evenly spaced decreasing subsequence tau of `steps` timesteps,
              x0_hat = (x - sqrt(1 - abar_tau_i) eps_hat) / sqrt(abar_tau_i),
-             x <- sqrt(abar_tau_{i+1}) x0_hat + sqrt(1 - abar_tau_{i+1}) eps_hat   (abar = 1 after the last).
+             x <- sqrt(abar_tau_{i+1}) x0_hat + sqrt(1 - abar_tau_{i+1}) eps_hat   (abar = 1 after the last);
+  linear     x <- a_i x + b_i eps_hat over DDIM's timesteps, (a_i, b_i) DDIM's own to start with: the
+             form a learned sampler takes (metadiff_jax/learned_sampler.py).
 Adding a sampler is one update function and one registry entry (README, "Using the library"). The loop
 acts on x = W - origin (denoiser.origin: 0, or the prototypes for an anchored denoiser) with the denoiser's
 noise estimate (denoiser.noise_estimate), and starts from a rule of the registry STARTS: x_T ~ N(0, I)
@@ -15,7 +18,8 @@ noise estimate (denoiser.noise_estimate), and starts from a rule of the registry
 
 The same loop serves evaluation and the query loss (metadiff_jax/query_loss.py): `make_sample_task(...,
 remat=True)` wraps each step in `jax.checkpoint`, and `backprop_steps=k` runs the first steps on stopped
-parameters, so every registered sampler is differentiable end to end.
+parameters, so every registered sampler is differentiable end to end, with respect to the denoiser's
+parameters and to the sampler's own coefficients.
 
 The estimator. ddim and ddpm are samplers: each draw is a sample of the learned p(W | support). ddpm_mean
 is not: for a Gaussian target it collapses every start onto the target's mean (tests/test_sampler.py states
@@ -33,6 +37,7 @@ from typing import Any, Callable, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metadiff_jax import base_learner
 from metadiff_jax import denoiser as denoiser_lib
@@ -44,8 +49,10 @@ class StepRule(NamedTuple):
     """One sampler.
 
     plan(schedule, steps) -> (timesteps int32 `(S,)`, strictly decreasing, the t at which the denoiser is
-      read at each step; a pytree of per-step arrays with leading axis S, or None). `steps` is the config's
-      (None: the rule's own default); a rule that cannot take that many steps raises ValueError.
+      read at each step; coefficients, a pytree of per-step float arrays with leading axis S). `steps` is the
+      config's (None: the rule's own default); a rule that cannot take that many steps raises ValueError.
+      The coefficients are the sampler's parameters: `make_sample_task`'s tasks take others in their place,
+      and are differentiable with respect to them (a learned sampler, metadiff_jax/learned_sampler.py).
     update(schedule, t, coefficients, x_t, eps_hat, noise) -> the next x, for one draw: x_t and eps_hat
       `(ways, dim)`, `coefficients` this step's slice of the plan's arrays, `noise` a standard normal draw of
       x's shape when `stochastic` (None otherwise).
@@ -56,36 +63,51 @@ class StepRule(NamedTuple):
     stochastic: bool = False
 
 
-def every_timestep(schedule: schedule_lib.NoiseSchedule, steps: int | None):
-    """The plan of the DDPM rules: T-1, T-2, ..., 0, nothing precomputed (they read the schedule at t)."""
+def ddpm_plan(schedule: schedule_lib.NoiseSchedule, steps: int | None):
+    """All T timesteps (None or T: the reference's chain), or `steps` evenly spaced ones of the respaced
+    process (schedule.ddpm_coefficients), with their DDPM coefficients."""
     num_timesteps = schedule.num_timesteps
-    if steps not in (None, num_timesteps):
-        raise ValueError(f"this sampler always runs all T = {num_timesteps} steps; for {steps} steps use method 'ddim'.")
-    return jnp.arange(num_timesteps - 1, -1, -1, dtype=jnp.int32), None
+    if steps in (None, num_timesteps):
+        timesteps = np.arange(num_timesteps - 1, -1, -1)
+    else:
+        timesteps = schedule_lib.ddim_timesteps(num_timesteps, steps)
+    return jnp.asarray(timesteps, jnp.int32), schedule_lib.ddpm_coefficients(schedule, timesteps)
 
 
 def ddim_plan(schedule: schedule_lib.NoiseSchedule, steps: int | None):
     """`steps` evenly spaced timesteps from T-1 to 0 (all T when None), and their DDIM coefficients."""
     coefficients = schedule_lib.ddim_coefficients(schedule, schedule_lib.ddim_timesteps(schedule.num_timesteps, steps or schedule.num_timesteps))
-    return coefficients.timesteps, coefficients
+    # The timesteps are the loop's (integers, not parameters); the step reads the square roots only.
+    return coefficients.timesteps, coefficients._replace(timesteps=None)
+
+
+def linear_plan(schedule: schedule_lib.NoiseSchedule, steps: int | None):
+    """DDIM's timesteps, and DDIM's steps written as linear steps: the starting point of a learned sampler."""
+    timesteps = schedule_lib.ddim_timesteps(schedule.num_timesteps, steps or schedule.num_timesteps)
+    return jnp.asarray(timesteps, jnp.int32), schedule_lib.linear_coefficients_of_ddim(schedule, timesteps)
 
 
 def ddpm_mean_update(schedule, t, coefficients, x_t, eps_hat, noise):
-    return schedule_lib.ddpm_mean(schedule, x_t, t, eps_hat)
+    return (x_t - coefficients.eps_coef * eps_hat) * coefficients.sqrt_recip_alpha
 
 
 def ddpm_update(schedule, t, coefficients, x_t, eps_hat, noise):
-    return schedule_lib.ddpm_mean(schedule, x_t, t, eps_hat) + jnp.where(t > 0, jnp.sqrt(schedule.betas[t]), 0.0) * noise
+    return (x_t - coefficients.eps_coef * eps_hat) * coefficients.sqrt_recip_alpha + coefficients.noise_scale * noise
 
 
 def ddim_update(schedule, t, coefficients, x_t, eps_hat, noise):
     return schedule_lib.ddim_step(coefficients, x_t, eps_hat)
 
 
+def linear_update(schedule, t, coefficients, x_t, eps_hat, noise):
+    return coefficients.x_scale * x_t + coefficients.eps_scale * eps_hat
+
+
 SAMPLERS: dict[str, StepRule] = {
-    "ddpm_mean": StepRule(every_timestep, ddpm_mean_update),
-    "ddpm": StepRule(every_timestep, ddpm_update, stochastic=True),
+    "ddpm_mean": StepRule(ddpm_plan, ddpm_mean_update),
+    "ddpm": StepRule(ddpm_plan, ddpm_update, stochastic=True),
     "ddim": StepRule(ddim_plan, ddim_update),
+    "linear": StepRule(linear_plan, linear_update),
 }
 
 
@@ -109,7 +131,7 @@ STARTS: dict[str, Callable] = {"noise": start_from_noise, "zero": start_from_zer
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     method: str = "ddpm_mean"  # a name in SAMPLERS
-    steps: int | None = None  # how many steps (None: the rule's default; the DDPM rules always take all T)
+    steps: int | None = None  # how many steps (None: all T; fewer: an evenly spaced subsequence of the T)
     start: str = "noise"  # a name in STARTS
     draws: int = 1  # the weights returned are the mean of this many draws (1: one draw, the reference)
 
@@ -143,12 +165,14 @@ def make_sample_task(
     remat: bool = False,
     backprop_steps: int | None = None,
 ):
-    """Returns sample_task(params, support_features, support_labels, rng, ways, observe=None) for ONE task.
+    """Returns sample_task(params, support_features, support_labels, rng, ways, observe=None, coefficients=None)
+    for ONE task.
 
     support_features `(n, dim)`, support_labels `(n,)` -> sampled weights `(ways, dim)`; with `observe` (a
     function of the weights after each step, e.g. a query accuracy) also its stacked outputs, one per step
-    (of the mean weights over draws). Not jitted: jit or vmap it at the caller with `ways` static (see
-    `sample_episodes`).
+    (of the mean weights over draws). `coefficients` replaces the rule's planned per-step coefficients
+    (`initial_coefficients`: the same pytree, e.g. learned ones). Not jitted: jit or vmap it at the caller
+    with `ways` static (see `sample_episodes`).
 
     For differentiating through the sampler (the query loss): `remat` wraps each step in `jax.checkpoint`
     (the backward pass keeps only the carried weights and recomputes one step's activations at a time);
@@ -156,13 +180,13 @@ def make_sample_task(
     parameters, and nothing of them is kept for the backward pass.
     """
     rule = SAMPLERS[config.method]
-    timesteps, coefficients = config.plan(schedule)
+    timesteps, planned = config.plan(schedule)
     num_steps = len(timesteps)
     if backprop_steps is not None and not 1 <= backprop_steps <= num_steps:
         raise ValueError(f"backprop_steps k = {backprop_steps} must be in 1 .. {num_steps}, the sampler's steps (or unset for all).")
     tracked = num_steps if backprop_steps is None else backprop_steps
 
-    def sample_task(params, support_features, support_labels, rng, ways: int, observe: Callable[[jnp.ndarray], Any] | None = None):
+    def sample_task(params, support_features, support_labels, rng, ways: int, observe: Callable[[jnp.ndarray], Any] | None = None, coefficients=None):
         origin = denoiser_lib.origin(denoiser, support_features, support_labels, ways)
         draw_keys = rng[None] if config.draws == 1 else jax.random.split(rng, config.draws)
         start_keys, noise_keys = jnp.moveaxis(jax.vmap(jax.random.split)(draw_keys), 1, 0)
@@ -180,7 +204,7 @@ def make_sample_task(
             x = rule.update(schedule, t, coefficient, x, eps_hat, noise)
             return x, watch(x)
 
-        inputs = (timesteps, coefficients, step_keys)
+        inputs = (timesteps, planned if coefficients is None else coefficients, step_keys)
         frozen = jax.tree_util.tree_map(lambda a: a[: num_steps - tracked], inputs)
         followed = jax.tree_util.tree_map(lambda a: a[num_steps - tracked :], inputs)
         early = None
@@ -197,6 +221,11 @@ def make_sample_task(
         return weights, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), early, late)
 
     return sample_task
+
+
+def initial_coefficients(schedule: schedule_lib.NoiseSchedule, config: SamplerConfig):
+    """The rule's own per-step coefficients on this schedule: the sampler's parameters before any learning."""
+    return config.plan(schedule)[1]
 
 
 def sample_episodes(sample_task, params, support_features, support_labels, rng, ways: int, episode_ids=None):

@@ -159,3 +159,54 @@ def ddim_step(coefficient: DDIMCoefficients, x_t, eps):
     """One DDIM (eta = 0) step with one row of DDIMCoefficients: x_next = a x0_hat + b eps_hat."""
     x0 = x0_from_eps(x_t, eps, coefficient.sqrt_abar, coefficient.sqrt_one_minus_abar)
     return coefficient.sqrt_abar_next * x0 + coefficient.sqrt_one_minus_abar_next * eps
+
+
+class DDPMCoefficients(NamedTuple):
+    """Per step i of a decreasing timestep sequence tau, the DDPM step from tau_i to the next timestep:
+    x_next = (x_t - eps_coef eps_hat) * sqrt_recip_alpha, plus noise_scale z (z ~ N(0, I)) when ancestral.
+
+    All `(S,)` float32. Over every timestep these are the schedule's own beta_t / sqrt(1 - abar_t),
+    1 / sqrt(alpha_t) and sqrt(beta_t) (0 at t = 0); over a subsequence, the respaced process's.
+    """
+
+    eps_coef: jnp.ndarray
+    sqrt_recip_alpha: jnp.ndarray
+    noise_scale: jnp.ndarray
+
+
+def ddpm_coefficients(schedule: NoiseSchedule, timesteps) -> DDPMCoefficients:
+    """DDPM coefficients for any strictly decreasing subsequence of 0 .. T-1.
+
+    The whole chain T-1 .. 0 reads the schedule's arrays at each t (the reference's arithmetic, unchanged).
+    A shorter one is the respaced process of Nichol & Dhariwal (2021): the same abar at the visited
+    timesteps, alpha_i = abar_{tau_i} / abar_{tau_{i+1}} (abar = 1 after the last), beta_i = 1 - alpha_i.
+    """
+    timesteps = np.asarray(timesteps, np.int64)
+    if timesteps.ndim != 1 or len(timesteps) == 0 or np.any(np.diff(timesteps) >= 0) or timesteps[0] >= schedule.num_timesteps or timesteps[-1] < 0:
+        raise ValueError(f"timesteps must be strictly decreasing within 0 .. {schedule.num_timesteps - 1}, got {timesteps}.")
+    if len(timesteps) == schedule.num_timesteps:
+        t = jnp.asarray(timesteps, jnp.int32)
+        return DDPMCoefficients(schedule.eps_coef[t], schedule.sqrt_recip_alphas[t], jnp.where(t > 0, jnp.sqrt(schedule.betas[t]), 0.0))
+    abar = np.asarray(schedule.alphas_cumprod, np.float64)[timesteps]
+    alphas = abar / np.concatenate([abar[1:], [1.0]])
+    betas = 1.0 - alphas
+    noise_scale = np.concatenate([np.sqrt(betas[:-1]), [0.0]])
+    return DDPMCoefficients(*(jnp.asarray(a, jnp.float32) for a in (betas / np.sqrt(1.0 - abar), 1.0 / np.sqrt(alphas), noise_scale)))
+
+
+class LinearCoefficients(NamedTuple):
+    """Per step of a sampler that moves x by a linear combination of itself and the noise estimate:
+    x_next = x_scale x_t + eps_scale eps_hat, `(S,)` float32 each. DDIM (eta = 0) is one such sampler, with
+    x_scale = sqrt(abar_next / abar) and eps_scale = sqrt(1 - abar_next) - x_scale sqrt(1 - abar)."""
+
+    x_scale: jnp.ndarray
+    eps_scale: jnp.ndarray
+
+
+def linear_coefficients_of_ddim(schedule: NoiseSchedule, timesteps) -> LinearCoefficients:
+    """DDIM's steps over `timesteps` written as linear steps (computed in float64)."""
+    abar = np.asarray(schedule.alphas_cumprod, np.float64)[np.asarray(timesteps, np.int64)]
+    abar_next = np.concatenate([abar[1:], [1.0]])
+    x_scale = np.sqrt(abar_next / abar)
+    eps_scale = np.sqrt(1.0 - abar_next) - x_scale * np.sqrt(1.0 - abar)
+    return LinearCoefficients(jnp.asarray(x_scale, jnp.float32), jnp.asarray(eps_scale, jnp.float32))

@@ -24,33 +24,47 @@ def problem():
     return model, params, (support, support_labels, query, query_labels, jax.random.PRNGKey(1))
 
 
-# A short schedule, so that the DDPM rules (which take every one of its T steps) are cheap to differentiate.
+# A short schedule, so that a test can differentiate through every one of its steps cheaply.
 SHORT = schedule.from_betas(np.linspace(0.05, 0.5, 6))
 
 
 def loss_fn(model, config, task, noise=None):
     loss = query_loss.make_task_query_loss(model, schedule.linear_schedule(100) if noise is None else noise, config)
-    return lambda params: loss(params, *task, WAYS)
+    return lambda params, coefficients=None: loss(params, *task, WAYS, coefficients)
 
 
-@pytest.mark.parametrize("method", sorted(sampler.SAMPLERS))
-def test_gradient_through_every_registered_sampler_matches_finite_differences(problem, method):
+def _along(function, point, seed, epsilon=1e-6):
+    """(directional derivative of `function` at `point` along a random direction by jax.grad, and by central
+    finite differences of step `epsilon`); run in float64, where the difference is not lost to rounding."""
+    gradient = jax.grad(function)(point)
+    direction = jax.tree_util.tree_map(lambda p, k: jax.random.normal(k, p.shape, jnp.float64), point, _keys(point, seed))
+    along = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(gradient), jax.tree_util.tree_leaves(direction)))
+    shifted = lambda step: jax.tree_util.tree_map(lambda p, d: p + step * d, point, direction)
+    return along, (float(function(shifted(epsilon))) - float(function(shifted(-epsilon)))) / (2 * epsilon)
+
+
+@pytest.mark.parametrize("method, steps", [("ddpm_mean", None), ("ddpm_mean", 3), ("ddpm", 3), ("ddim", 4), ("linear", 4)])
+def test_gradient_through_every_registered_sampler_matches_finite_differences(problem, method, steps):
+    """With respect to the denoiser's parameters and to the sampler's own coefficients (a fixed key, so the
+    stochastic rule's noise is the same on both sides of the difference)."""
+    assert {m for m, _ in [("ddpm_mean", None), ("ddpm", 3), ("ddim", 4), ("linear", 4)]} == set(sampler.SAMPLERS)
     model, params, task = problem
-    with jax.default_matmul_precision("highest"):
-        loss = loss_fn(model, query_loss.QueryLossConfig(method=method, steps=None if method.startswith("ddpm") else 4), task, SHORT)
-        gradient = jax.grad(loss)(params)
-        direction = jax.tree_util.tree_map(lambda p, k: jax.random.normal(k, p.shape), params, _keys(params))
-        along = sum(float(jnp.vdot(g, d)) for g, d in zip(jax.tree_util.tree_leaves(gradient), jax.tree_util.tree_leaves(direction)))
-        epsilon = 1e-3
-        shifted = lambda sign: jax.tree_util.tree_map(lambda p, d: p + sign * epsilon * d, params, direction)
-        finite = (float(loss(shifted(1.0))) - float(loss(shifted(-1.0)))) / (2 * epsilon)
-    assert abs(along) > 1e-3  # the check has something to check
-    np.testing.assert_allclose(along, finite, rtol=2e-2)
+    config = query_loss.QueryLossConfig(method=method, steps=steps)
+    with jax.enable_x64(True):
+        as64 = lambda tree: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
+        params, task, coefficients = as64(params), as64(task[:4]) + (task[4],), as64(sampler.initial_coefficients(SHORT, config.sampler))
+        loss = loss_fn(model, config, task, SHORT)
+        for name, along, finite in (
+            ("denoiser parameters", *_along(lambda p: loss(p, coefficients), params, 7)),
+            ("sampler coefficients", *_along(lambda c: loss(params, c), coefficients, 8)),
+        ):
+            assert abs(along) > 1e-4, name  # the check has something to check
+            np.testing.assert_allclose(along, finite, rtol=1e-4, err_msg=name)
 
 
-def _keys(tree):
+def _keys(tree, seed=7):
     leaves, structure = jax.tree_util.tree_flatten(tree)
-    return jax.tree_util.tree_unflatten(structure, list(jax.random.split(jax.random.PRNGKey(7), len(leaves))))
+    return jax.tree_util.tree_unflatten(structure, list(jax.random.split(jax.random.PRNGKey(seed), len(leaves))))
 
 
 def test_rematerialisation_changes_memory_not_the_gradient(problem):
