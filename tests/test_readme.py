@@ -41,6 +41,6 @@ def test_readmes_library_example_runs(capsys):
         assert 0.0 <= float(accuracy) <= 1.0
 
 
-@pytest.mark.parametrize("page", ["findings", "datasets", "running", "library", "performance", "reference"])
+@pytest.mark.parametrize("page", ["findings", "datasets", "running", "library", "differentiable_samplers", "performance", "reference"])
 def test_every_page_the_readme_links_exists(page):
     assert f"docs/{page}.md" in README and (ROOT / "docs" / f"{page}.md").is_file()
