@@ -1,9 +1,9 @@
 """A learned few-step sampler: its coefficients trained through the sampler by the query loss, saved and
 restored like any model, and read back by the one sampler loop."""
 
-import pathlib
 import re
 
+import doc_examples
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,22 +51,18 @@ def test_bad_learned_sampler_settings_are_refused():
 def test_the_differentiable_samplers_pages_example_runs(capsys):
     """docs/differentiable_samplers.md's example as printed, with its sizes shrunk (each shrink must find its
     text): register a sampler, differentiate the query loss through it, learn its coefficients, evaluate."""
-    page = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "differentiable_samplers.md").read_text()
-    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
-    for text, smaller in {
-        "synthetic.SyntheticConfig()": "synthetic.SyntheticConfig(dim=16, base_examples=40, novel_examples=20)",
-        "dim=64": "dim=16",
-        "schedule.linear_schedule(1000)": "schedule.linear_schedule(100)",
-        "train.TrainConfig(steps=2000)": "train.TrainConfig(steps=20)",
-        "train_steps=500": "train_steps=20",
-        "count=600": "count=8",
-    }.items():
-        assert text in code, text
-        code = code.replace(text, smaller)
-    try:
-        exec(compile(code, "docs/differentiable_samplers.md", "exec"), {})
-    finally:
-        sampler.SAMPLERS.pop("scaled_ddim", None)
+    doc_examples.run_example(
+        "docs/differentiable_samplers.md",
+        {
+            "synthetic.SyntheticConfig()": "synthetic.SyntheticConfig(dim=16, base_examples=40, novel_examples=20)",
+            "dim=64": "dim=16",
+            "schedule.linear_schedule(1000)": "schedule.linear_schedule(100)",
+            "train.TrainConfig(steps=2000)": "train.TrainConfig(steps=20)",
+            "train_steps=500": "train_steps=20",
+            "count=600": "count=8",
+        },
+        registered_sampler="scaled_ddim",
+    )
     printed = capsys.readouterr().out
     scales = re.search(r"d loss / d scales: \[([^\]]*)\]", printed).group(1).split()
     assert len(scales) == 10 and all(np.isfinite(float(s)) for s in scales) and any(float(s) != 0 for s in scales)

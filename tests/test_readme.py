@@ -3,6 +3,7 @@
 import pathlib
 import re
 
+import doc_examples
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -20,21 +21,16 @@ def test_readme_is_short_and_its_first_code_block_holds_the_two_commands():
 def test_readmes_library_example_runs(capsys):
     """The example as printed, with its sizes shrunk (each shrink must find its text, so the example cannot
     drift from what is run here): train, register a sampler, sample and evaluate with two samplers."""
-    from metadiff_jax import sampler
-
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
-    for text, smaller in {
-        "synthetic.SyntheticConfig()": "synthetic.SyntheticConfig(base_examples=40, novel_examples=20)",
-        "schedule.linear_schedule(1000)": "schedule.linear_schedule(100)",
-        "train.TrainConfig(steps=2000)": "train.TrainConfig(steps=20)",
-        "count=600": "count=8",
-    }.items():
-        assert text in code, text
-        code = code.replace(text, smaller)
-    try:
-        exec(compile(code, "README.md", "exec"), {})
-    finally:
-        sampler.SAMPLERS.pop("ddim_eta_one", None)
+    doc_examples.run_example(
+        "README.md",
+        {
+            "synthetic.SyntheticConfig()": "synthetic.SyntheticConfig(base_examples=40, novel_examples=20)",
+            "schedule.linear_schedule(1000)": "schedule.linear_schedule(100)",
+            "train.TrainConfig(steps=2000)": "train.TrainConfig(steps=20)",
+            "count=600": "count=8",
+        },
+        registered_sampler="ddim_eta_one",
+    )
     printed = capsys.readouterr().out
     assert printed.count("MethodResult(method=") == 2 and "ddim_eta_one" in printed
     for accuracy in re.findall(r"accuracy=([0-9.]+)", printed):
