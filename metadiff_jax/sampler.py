@@ -88,11 +88,11 @@ def linear_plan(schedule: schedule_lib.NoiseSchedule, steps: int | None):
 
 
 def ddpm_mean_update(schedule, t, coefficients, x_t, eps_hat, noise):
-    return (x_t - coefficients.eps_coef * eps_hat) * coefficients.sqrt_recip_alpha
+    return schedule_lib.ddpm_step(coefficients, x_t, eps_hat)
 
 
 def ddpm_update(schedule, t, coefficients, x_t, eps_hat, noise):
-    return (x_t - coefficients.eps_coef * eps_hat) * coefficients.sqrt_recip_alpha + coefficients.noise_scale * noise
+    return schedule_lib.ddpm_step(coefficients, x_t, eps_hat) + coefficients.noise_scale * noise
 
 
 def ddim_update(schedule, t, coefficients, x_t, eps_hat, noise):

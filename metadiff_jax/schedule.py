@@ -109,9 +109,10 @@ def posterior_mean(schedule: NoiseSchedule, x0, x_t, t):
 def ddpm_mean(schedule: NoiseSchedule, x_t, t, eps):
     """The DDPM reverse mean from a noise estimate: (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
 
-    Equal to posterior_mean(predict_x0(x_t, t, eps), x_t, t); this is the reference's form.
+    Equal to posterior_mean(predict_x0(x_t, t, eps), x_t, t); this is the reference's form (`ddpm_step` with
+    the chain's coefficients at t, the arithmetic the samplers run).
     """
-    return (x_t - schedule.eps_coef[t] * eps) * schedule.sqrt_recip_alphas[t]
+    return ddpm_step(chain_coefficients(schedule, t), x_t, eps)
 
 
 def ddim_timesteps(num_timesteps: int, steps: int) -> np.ndarray:
@@ -185,13 +186,23 @@ def ddpm_coefficients(schedule: NoiseSchedule, timesteps) -> DDPMCoefficients:
     if timesteps.ndim != 1 or len(timesteps) == 0 or np.any(np.diff(timesteps) >= 0) or timesteps[0] >= schedule.num_timesteps or timesteps[-1] < 0:
         raise ValueError(f"timesteps must be strictly decreasing within 0 .. {schedule.num_timesteps - 1}, got {timesteps}.")
     if len(timesteps) == schedule.num_timesteps:
-        t = jnp.asarray(timesteps, jnp.int32)
-        return DDPMCoefficients(schedule.eps_coef[t], schedule.sqrt_recip_alphas[t], jnp.where(t > 0, jnp.sqrt(schedule.betas[t]), 0.0))
+        return chain_coefficients(schedule, jnp.asarray(timesteps, jnp.int32))
     abar = np.asarray(schedule.alphas_cumprod, np.float64)[timesteps]
     alphas = abar / np.concatenate([abar[1:], [1.0]])
     betas = 1.0 - alphas
     noise_scale = np.concatenate([np.sqrt(betas[:-1]), [0.0]])
     return DDPMCoefficients(*(jnp.asarray(a, jnp.float32) for a in (betas / np.sqrt(1.0 - abar), 1.0 / np.sqrt(alphas), noise_scale)))
+
+
+def chain_coefficients(schedule: NoiseSchedule, t) -> DDPMCoefficients:
+    """The DDPM coefficients of the schedule's own chain at timestep(s) t: its arrays read at t."""
+    return DDPMCoefficients(schedule.eps_coef[t], schedule.sqrt_recip_alphas[t], jnp.where(t > 0, jnp.sqrt(schedule.betas[t]), 0.0))
+
+
+def ddpm_step(coefficient: DDPMCoefficients, x_t, eps):
+    """The DDPM mean step with one row of DDPMCoefficients: (x_t - eps_coef eps) * sqrt_recip_alpha (the
+    ancestral sampler adds noise_scale z itself)."""
+    return (x_t - coefficient.eps_coef * eps) * coefficient.sqrt_recip_alpha
 
 
 class LinearCoefficients(NamedTuple):
