@@ -35,9 +35,9 @@ def train_step_rows(dims=(512, 640), batches=(8, 64, 512, 4096), steps: int = 20
     return rows
 
 
-def sampler_rows(dims=(512, 640), counts=(600, 6000)) -> list[dict]:
+def sampler_rows(dims=(512, 640), counts=(600, 6000), timesteps: int = 1000) -> list[dict]:
     rows = []
-    noise = schedule.linear_schedule(1000)
+    noise = schedule.linear_schedule(timesteps)
     for dim in dims:
         model = denoiser.make_denoiser("tcunet", dim)
         params = denoiser.init_params(model, jax.random.PRNGKey(0))
@@ -48,27 +48,40 @@ def sampler_rows(dims=(512, 640), counts=(600, 6000)) -> list[dict]:
             labels = jnp.tile(jnp.arange(5), (episodes, 1))
             sample(params, features, labels, jax.random.PRNGKey(2)).block_until_ready()
             seconds = common.median_seconds(lambda: sample(params, features, labels, jax.random.PRNGKey(2)).block_until_ready(), repeats=3)
-            rows.append({"dim": dim, "episodes": episodes, "steps": 1000, "seconds": round(seconds, 3), "episodes_per_s": round(episodes / seconds, 1)})
+            rows.append({"dim": dim, "episodes": episodes, "steps": timesteps, "seconds": round(seconds, 3), "episodes_per_s": round(episodes / seconds, 1)})
             print(rows[-1], flush=True)
     return rows
 
 
-def pretrain_rows(names=("resnet12", "resnet12_wide"), batch: int = 128, size: int = 84, steps: int = 30) -> list[dict]:
+def pretrain_rows(
+    names=("resnet12", "resnet12_wide"), batch: int = 128, size: int = 84, steps: int = 30, width: int = 0, dtypes=("float32", "bfloat16")
+) -> list[dict]:
+    """A pretraining step's time per backbone and compute dtype (parameters and optimizer state float32)."""
     rows = []
     for name in names:
-        model = pretrain.Classifier(backbones.make_backbone(name), 64)
-        config = pretrain.PretrainConfig(epochs=1, batch_size=batch, flip=True, shift=8)
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
-        optimizer = pretrain.make_optimizer(config, 1000)
-        state = pretrain.PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
-        step = pretrain.make_train_step(model, optimizer, config)
-        images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
-        labels = jnp.arange(batch, dtype=jnp.int32) % 64
-        key = jax.random.PRNGKey(1)
-        state, _ = step(state, images, labels, key)
-        seconds, state = common.seconds_per_step(step, state, (images, labels, key), steps)
-        rows.append({"backbone": name, "image_size": size, "batch": batch, "ms_per_step": round(1e3 * seconds, 2), "images_per_s": round(batch / seconds, 1)})
-        print(rows[-1], flush=True)
+        for dtype in dtypes:
+            model = pretrain.Classifier(backbones.make_backbone(name, width, dtype), 64)
+            config = pretrain.PretrainConfig(epochs=1, batch_size=batch, flip=True, shift=8)
+            variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
+            optimizer = pretrain.make_optimizer(config, 1000)
+            state = pretrain.PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+            step = pretrain.make_train_step(model, optimizer, config)
+            images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+            labels = jnp.arange(batch, dtype=jnp.int32) % 64
+            key = jax.random.PRNGKey(1)
+            state, _ = step(state, (images, labels), key)
+            seconds, state = common.seconds_per_step(step, state, ((images, labels), key), steps)
+            rows.append(
+                {
+                    "backbone": name,
+                    "dtype": dtype,
+                    "image_size": size,
+                    "batch": batch,
+                    "ms_per_step": round(1e3 * seconds, 2),
+                    "images_per_s": round(batch / seconds, 1),
+                }
+            )
+            print(rows[-1], flush=True)
     return rows
 
 

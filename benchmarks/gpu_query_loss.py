@@ -19,8 +19,8 @@ from metadiff_jax import denoiser, diffusion, query_loss, schedule
 DIM, WAYS, QUERIES, BATCH = 640, 5, 15, 8
 
 
-def row(inner_loop: str, steps: int) -> dict:
-    model = denoiser.make_denoiser("tcunet", DIM)
+def row(inner_loop: str, steps: int, dim: int = DIM, repeats: int = 3) -> dict:
+    model = denoiser.make_denoiser("tcunet", dim)
     noise = schedule.linear_schedule(1000)
     optimizer = diffusion.make_optimizer()
     loss_fn = diffusion.make_loss(model, noise)
@@ -29,11 +29,11 @@ def row(inner_loop: str, steps: int) -> dict:
         loss_fn = query_loss.add_query_loss(loss_fn, sampled, 1.0)
     step = diffusion.jit_train_step(diffusion.make_train_step(loss_fn, optimizer))
     state = diffusion.init_state(denoiser.init_params(model, jax.random.PRNGKey(0)), optimizer)
-    batch = jax.device_put(common.random_train_batch(BATCH, DIM, WAYS, queries=QUERIES))
+    batch = jax.device_put(common.random_train_batch(BATCH, dim, WAYS, queries=QUERIES))
     key = jax.random.PRNGKey(1)
     analysis = step.lower(state, batch, key).compile().memory_analysis()
     state, _ = step(state, batch, key)
-    seconds, state = common.seconds_per_step(step, state, (batch, key), steps=20)
+    seconds, state = common.seconds_per_step(step, state, (batch, key), steps=20, repeats=repeats)
     result = {
         "query_loss": inner_loop,
         "sampler_steps": steps,
@@ -44,11 +44,15 @@ def row(inner_loop: str, steps: int) -> dict:
     return result
 
 
+def rows(dim: int = DIM, sampler_steps=(10, 100, 1000), repeats: int = 3, inner_loops=("remat", "stored")) -> list[dict]:
+    """MetaDiff's own step, then the query-loss step through K sampler steps, remat and stored, for each K."""
+    return [row("none", 0, dim, repeats)] + [row(loop, k, dim, repeats) for loop in inner_loops for k in sampler_steps]
+
+
 def main() -> None:
-    rows = [row("none", 0)] + [row(loop, k) for loop in ("remat", "stored") for k in (10, 100, 1000)]
     report.publish(
         "gpu_query_loss",
-        rows,
+        rows(),
         "GPU: the query loss through K sampler steps, with and without rematerialisation",
         "d = 640, 8 episodes of 5-way 1-shot with 15 queries a class, T = 1000, TCUNet, Adam + EMA; `none` is "
         "MetaDiff's own step. `remat`: `jax.checkpoint` on each DDIM step; `stored`: activations kept for the "

@@ -41,9 +41,11 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
         mesh = parallel.mesh_from_config(config.parallel.devices)
     except ValueError as error:
         raise UsageError(str(error)) from error
-    builder = stages.dataset(config)
+    outcome = report.Outcome()
+    with outcome.timed("dataset"):
+        builder = stages.dataset(config)
+        splits = {name: datasets.load_split(builder, name, in_memory=config.dataset.in_memory) for name in datasets.SPLITS}
     identity = datasets.dataset_identity(builder)
-    splits = {name: datasets.load_split(builder, name, in_memory=config.dataset.in_memory) for name in datasets.SPLITS}
     settings.validate(config, splits, mesh)
     if evaluate_only and not (workdir / "results.json").exists():
         raise UsageError(f"{workdir} holds no finished run (no results.json); run the main job there first.")
@@ -55,10 +57,11 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
 
     writer = tensorboardX.SummaryWriter(str(workdir / "tensorboard")) if writes else _NoWriter()
     job = stages.Job(config, workdir, writer, mesh, stopper or StopOnSignal(), evaluate_only)
-    outcome = report.Outcome()
     if config.method == "metadiff":
-        backbone, variables = stages.pretrained_backbone(job, splits)
-        features = stages.encoded_features(job, backbone, variables, splits, identity)
+        with outcome.timed("pretrain"):
+            backbone, variables = stages.pretrained_backbone(job, splits)
+        with outcome.timed("features"):
+            features = stages.encoded_features(job, backbone, variables, splits, identity)
         if config.metadiff.unit_scale_targets:
             features, outcome.feature_scale = feature_splits.scale_to_unit_targets(features)
             report.say(f"[features] scaled by {outcome.feature_scale:.4g} so that the train class means have unit standard deviation")
@@ -67,9 +70,11 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
         if config.method == "metadiff":
             validation = stages.validation_episodes(job, features, spec)
             stages.evaluate_rivals(job, outcome, shots, spec, features, plan, validation)
-            stages.evaluate_metadiff(job, outcome, shots, spec, features, plan, validation)
+            with outcome.timed(f"metadiff {shots}-shot"):
+                stages.evaluate_metadiff(job, outcome, shots, spec, features, plan, validation)
         else:
-            stages.evaluate_baseline(job, outcome, shots, spec, splits, plan)
+            with outcome.timed(f"{config.method} {shots}-shot"):
+                stages.evaluate_baseline(job, outcome, shots, spec, splits, plan)
     for result in outcome.results:
         writer.add_scalar(f"test/{result.method}_{result.shots}shot_accuracy", result.accuracy, 0)
     writer.close()

@@ -3,10 +3,12 @@ results.md, per_episode_accuracy.npz, plots), or, for `eval`, the check that it 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import pathlib
+import time
 
 import jax
 import numpy as np
@@ -34,6 +36,16 @@ class Outcome:
     baselines: dict = dataclasses.field(default_factory=dict)  # horizontal lines beside the curves
     loss_curves: dict = dataclasses.field(default_factory=dict)
     feature_scale: float = 1.0
+    stage_seconds: dict = dataclasses.field(default_factory=dict)  # stage -> wall seconds in this run
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Adds the wall time of the block to stage_seconds[stage] (results.json; benchmarks.main_job reads it)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0.0) + time.perf_counter() - start, 2)
 
     def add(self, method: str, accuracies: np.ndarray, spec: episodes.EpisodeSpec, plan: episodes.EpisodePlan) -> None:
         self.per_episode[f"{method}_{spec.shots}shot"] = np.asarray(accuracies)
@@ -108,6 +120,8 @@ def write(workdir: pathlib.Path, config, outcome: Outcome, identity: str, mesh) 
         # Per shot count: each row's hyperparameters and validation accuracy, and the rival paired against.
         "selected_on_validation": outcome.selected,
         "paired_against": outcome.paired_against(),
+        # Wall seconds of each stage in the run that wrote this file (a stage restored from its checkpoint: its restore).
+        "stage_seconds": outcome.stage_seconds,
         "config": json.loads(config.to_json()),
         "versions": package_versions(),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),

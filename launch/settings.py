@@ -82,7 +82,8 @@ def rival_settings(config) -> dict:
 
 
 def make_backbone(config):
-    return _built("backbone.name", lambda: backbones.make_backbone(config.backbone.name, config.backbone.width))
+    section = config.backbone
+    return _built("backbone", lambda: backbones.make_backbone(section.name, section.width, section.dtype, section.convolution))
 
 
 def make_baseline(config, ways: int):
@@ -103,12 +104,14 @@ def validate(config, splits: dict, mesh) -> None:
         for split in splits.values():
             episodes.check_spec(split, spec)
     make_backbone(config)
-    pretrain_config(config)
+    _built("pretrain.batch_size", lambda: parallel.check_divisible(pretrain_config(config).batch_size, mesh, "images per pretraining batch"))
     checkpoint_policy(config, pathlib.Path("."), {})
     if config.checkpoint.validation_episodes < 0:
         raise UsageError(f"checkpoint.validation_episodes must be 0 (off) or more, got {config.checkpoint.validation_episodes}.")
+    _built("parallel.style", lambda: parallel.check_style(config.parallel.style))
     if config.method != "metadiff":
         make_baseline(config, config.episodes.ways)
+        _built("baseline.meta_batch", lambda: parallel.check_divisible(config.baseline.meta_batch, mesh, "episodes per step"))
         return
     rival_settings(config)
     if config.rivals.validation_episodes < 1:
@@ -124,5 +127,4 @@ def validate(config, splits: dict, mesh) -> None:
     training = train_config(config)
     _built("metadiff.sampler", lambda: sampler_config(config).plan(noise))
     _built("metadiff.query_loss", lambda: training.query_loss.check(noise))
-    _built("parallel.style", lambda: parallel.check_style(config.parallel.style))
     _built("metadiff.batch_size", lambda: parallel.check_divisible(training.batch_size, mesh, "episodes per step"))

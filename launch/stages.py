@@ -5,15 +5,17 @@ meta-trained on image episodes). Each stage reads its settings through launch/se
 library, and saves what it made through metadiff_jax.checkpoints; with `Job.evaluate_only` (`eval`) a stage
 that is not done already is an error, never trained.
 
-In a multi-host run every process runs the same stages: MetaDiff's outer step and sampler are
-data-parallel over the mesh; pretraining, feature encoding and the image-episode baselines run whole on
-each process's first device (identical, deterministic work); only process 0 writes logs and caches, and
-every process takes part in orbax's saves, which write each array once.
+In a multi-host run every process runs the same stages, and each is data-parallel over the config's mesh
+(the global batch split over the 'data' axis, each process reading only its rows of it): pretraining and
+feature encoding (batch norm over the global batch), MetaDiff's outer step and sampler, and the image-episode
+baselines' outer step and evaluation. Only process 0 writes logs and caches; every process takes part in
+orbax's saves, which write each array once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any
@@ -114,7 +116,7 @@ def pretrained_backbone(job: Job, splits):
 
         try:
             variables, history = pretrain.pretrain(
-                backbone, splits["train"], splits["validation"], pretrain_config, parallel.is_main_process(), resume, save_epoch
+                backbone, splits["train"], splits["validation"], pretrain_config, parallel.is_main_process(), resume, save_epoch, job.mesh
             )
         finally:
             manager.close()
@@ -132,14 +134,19 @@ def encoded_features(job: Job, backbone, variables, splits, dataset_identity: st
     """Features of every split from the frozen backbone, cached in workdir/features/<key>.npz."""
     key = feature_cache.cache_key(variables, dataset_identity)
     path = job.workdir / "features" / f"{key}.npz"
-    if path.exists():
+    cached = path.exists()
+    parallel.barrier("feature cache looked up")  # every process decides before process 0 may write it
+    if cached:
         say(f"[features] cached for this backbone and dataset: {path}")
-    elif parallel.is_main_process():
+    else:
         job.require_done("feature cache")
         say("[features] encoding every split with the frozen backbone")
-        encode = pretrain.make_encoder(backbone)
-        feature_cache.write(path, key, {name: encode(variables, split.images, progress=True, description=f"Encoding {name}") for name, split in splits.items()})
-    parallel.barrier("feature cache written")  # other processes read what process 0 encoded
+        encode = pretrain.make_encoder(backbone, mesh=job.mesh)
+        main = parallel.is_main_process()
+        encoded = {name: encode(variables, split.images, progress=main, description=f"Encoding {name}") for name, split in splits.items()}
+        if main:
+            feature_cache.write(path, key, encoded)
+    parallel.barrier("feature cache written")  # every process reads the file process 0 wrote
     arrays = feature_cache.load(path, key, splits)
     return {name: datasets.ClassIndexedSplit(arrays[name], split.class_starts, f"{split.identity}/features/{key}") for name, split in splits.items()}
 
@@ -154,6 +161,10 @@ def trained_denoiser(job: Job, name: str, shots: int, spec, features, overrides:
     trained, resuming from workdir/checkpoints/<name>_<shots>shot_progress where a stopped run left it."""
     config, workdir, writer = job.config, job.workdir, job.writer
     training = dataclasses.replace(settings.train_config(config), **overrides)
+    label = f"{name} {shots}-shot"
+    if training.patience is not None and not config.checkpoint.validation_episodes:
+        say(f"[{label}] checkpoint.validation_episodes = 0: no validation to stop on, so all {training.steps} steps are trained")
+        training = dataclasses.replace(training, patience=None)
     model = settings.make_denoiser(config, features["train"].images.shape[-1])
     noise = settings.noise_schedule(config)
     sample_task = train.weights_reader(model, noise, training, settings.sampler_config(config))
@@ -161,14 +172,15 @@ def trained_denoiser(job: Job, name: str, shots: int, spec, features, overrides:
     losses_path = workdir / f"{name}_{shots}shot_losses.npy"
     params = denoiser_lib.init_params(model, jax.random.PRNGKey(config.seed))
     progress = workdir.absolute() / "checkpoints" / f"{name}_{shots}shot_progress"
-    label = f"{name} {shots}-shot"
 
     def to_evaluate(final):
-        """The parameters tested: the final ones (the reference), or the EMA best on validation."""
-        if config.metadiff.evaluate == "final":
+        """The parameters tested: the final ones (the reference), or the EMA best on validation (always, for a
+        training stopped by its patience)."""
+        if config.metadiff.evaluate == "final" and training.patience is None:
             return final["ema_params" if config.metadiff.evaluate_ema else "params"]
         best, step = checkpoints.restore_best(str(progress), {"ema_params": params})
-        say(f"[{label}] evaluating the EMA parameters of step {step}, the best on validation (metadiff.evaluate = best)")
+        why = "metadiff.evaluate = best" if training.patience is None else f"trained until {training.patience} validations passed without a better one"
+        say(f"[{label}] evaluating the EMA parameters of step {step}, the best on validation ({why})")
         return best["ema_params"]
 
     if training.steps == 0:
@@ -227,18 +239,26 @@ def baseline(job: Job, shots: int, spec, splits):
         policy = dataclasses.replace(
             settings.checkpoint_policy(config, progress, _made_from(config, splits["train"].identity, shots)), every=config.baseline.validate_every
         )
-        step = jax.jit(learner.meta_train_step, donate_argnums=0)
+        # Data-parallel like MetaDiff's outer step: the state replicated, each batch's episodes split over the
+        # mesh (each process sampling only its own), in the config's parallel style.
+        make_step = lambda axis_name=None: functools.partial(learner.meta_train_step, axis_name=axis_name)
+        step = parallel.data_parallel_step(make_step, job.mesh, config.parallel.style)
 
         def batches_from(first_step: int):
-            stream = episodes.prefetch(episodes.episode_batches(splits["train"], spec, config.seed, config.baseline.meta_batch, first_batch=first_step))
-            return ((b.support_images, b.support_labels, b.query_images, b.query_labels) for b in stream)
+            stream = episodes.prefetch(
+                episodes.episode_batches(
+                    splits["train"], spec, config.seed, config.baseline.meta_batch, first_batch=first_step,
+                    shard_index=jax.process_index(), shard_count=jax.process_count(),
+                )
+            )
+            return (parallel.global_batch((b.support_images, b.support_labels, b.query_images, b.query_labels), job.mesh) for b in stream)
 
         plan = episodes.sample_plan(splits["validation"], spec, config.episodes.test_seed, np.arange(config.baseline.validation_episodes))
         validation_images = episodes.gather(splits["validation"], plan)
         history = []
 
         def validate(state, step: int) -> float:
-            accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False).mean())
+            accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False, mesh=job.mesh).mean())
             writer.add_scalar(f"{config.method}_{shots}shot/validation_accuracy", accuracy, step)
             history.append({"step": step, "validation_accuracy": accuracy})
             return accuracy
@@ -257,6 +277,8 @@ def baseline(job: Job, shots: int, spec, splits):
                 should_stop=job.stopper,
                 validate=validate,
                 patience=config.baseline.patience,
+                place_state=lambda state: parallel.put_replicated(state, job.mesh),
+                wait_each_step=parallel.fake_cpu_devices(job.mesh),
                 progress=parallel.is_main_process(),
                 description=label,
             )
@@ -289,7 +311,9 @@ def evaluate_baseline(job: Job, outcome, shots: int, spec, splits, plan) -> None
     """A baseline's per-episode test accuracies, into `outcome` (report.Outcome)."""
     learner, state = baseline(job, shots, spec, splits)
     say(f"[evaluate {shots}-shot] {len(plan.classes)} fixed test episodes")
-    accuracies = evaluate.image_episode_accuracies(learner.query_accuracy, state, episodes.gather(splits["test"], plan), parallel.is_main_process())
+    accuracies = evaluate.image_episode_accuracies(
+        learner.query_accuracy, state, episodes.gather(splits["test"], plan), parallel.is_main_process(), job.mesh
+    )
     outcome.add(job.config.method, accuracies, spec, plan)
 
 
@@ -329,11 +353,13 @@ def evaluate_rivals(job: Job, outcome, shots: int, spec, features, plan, validat
         evaluate.episodes_from_plan(features["test"], plan),
         lambda name, overrides: trained_denoiser(job, name, shots, spec, features, overrides),
     )
-    selected = {"prototypes": rivals.select_prototypes(context)}
+    with outcome.timed(f"prototypes {shots}-shot"):
+        selected = {"prototypes": rivals.select_prototypes(context)}
     outcome.baselines[f"prototypes {shots}-shot"] = float(selected["prototypes"].test_accuracies.mean())
     for name, rival_settings in rows.items():
         rival = rivals.RIVALS[name]
-        selected[rival.row] = rival.select(rival_settings, context)
+        with outcome.timed(f"{rival.row} {shots}-shot"):
+            selected[rival.row] = rival.select(rival_settings, context)
     for row, chosen in selected.items():
         outcome.add(row, chosen.test_accuracies, spec, plan)
         outcome.choose(shots, row, chosen.choice, chosen.validation_accuracy)

@@ -65,6 +65,8 @@ def check_shared_workdir(workdir: pathlib.Path) -> None:
 # Keys added to the project after runs were made, whose default is not what those runs did: a run record
 # without the key gets this value, the behaviour it was made with (names as the record has them).
 BEHAVIOUR_BEFORE_THE_KEY = {"metadiff.anchor": "zero"}
+# Keys added since, whose default changed what a run does: a record without one ran as this value says.
+ADDED_WITH_NEW_BEHAVIOUR = {"rivals.regressor.patience": None}
 # Keys moved since runs were made: old dotted name -> the new names that take its value. The denoiser's
 # fields moved into a section per denoiser (both denoisers read the old shared anchor and prediction), the
 # rivals' settings into a section per rival.
@@ -104,6 +106,14 @@ def migrate_record(recorded: dict) -> dict:
             for part in path:
                 node = node.setdefault(part, {})
             node[leaf] = value
+    for key, value in ADDED_WITH_NEW_BEHAVIOUR.items():
+        section, *path, leaf = key.split(".")
+        if section not in recorded:
+            continue
+        node = recorded[section]
+        for part in path:
+            node = node.setdefault(part, {})
+        node.setdefault(leaf, value)
     return recorded
 
 

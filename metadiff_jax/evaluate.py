@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from jax.sharding import PartitionSpec
 
 from metadiff_jax import base_learner, keys, parallel
 from metadiff_jax.data import episodes as episodes_lib
@@ -210,11 +211,33 @@ def make_evaluator(sample_task, ways: int, dim: int | None = None, scale: float 
     return evaluate
 
 
-def image_episode_accuracies(query_accuracy, state, episodes: episodes_lib.Episodes, progress: bool = True) -> np.ndarray:
+def image_episode_accuracies(query_accuracy, state, episodes: episodes_lib.Episodes, progress: bool = True, mesh=None) -> np.ndarray:
     """Per-episode query accuracy of an image-episode learner (`query_accuracy(state, support_x, support_y,
     query_x, query_y)`, e.g. a baseline's), one jitted call an episode: each episode adapts its own network,
-    and XLA on CPU runs the inner loop's convolution gradients ~6x slower inside lax.map's while loop."""
-    accuracy = jax.jit(query_accuracy)
+    and XLA on CPU runs the inner loop's convolution gradients ~6x slower inside lax.map's while loop.
+
+    With a `mesh` of several devices, each call takes one episode per device (shard_map): the same
+    per-episode program on every device, so the accuracies do not depend on the device count.
+    """
     arrays = [np.asarray(a) for a in episodes]
-    episode_range = tqdm.trange(len(arrays[0]), desc="evaluating", unit="episode", leave=False, disable=not progress)
-    return np.array([float(accuracy(state, *(a[i] for a in arrays))) for i in episode_range])
+    total = len(arrays[0])
+    if mesh is None or mesh.size == 1:
+        accuracy = jax.jit(query_accuracy)
+        episode_range = tqdm.trange(total, desc="evaluating", unit="episode", leave=False, disable=not progress)
+        return np.array([float(accuracy(state, *(a[i] for a in arrays))) for i in episode_range])
+    def one_each(state, *episode):
+        # Each device's own copy of the state: an inner loop's gradient is then its episode's alone, where
+        # JAX's transpose of a replicated input would sum it over the devices.
+        state = jax.lax.pcast(state, parallel.DATA_AXIS, to="varying")
+        return query_accuracy(state, *(a[0] for a in episode))[None]
+
+    specs = (PartitionSpec(),) + (PartitionSpec(parallel.DATA_AXIS),) * len(arrays)
+    per_device = jax.shard_map(one_each, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(parallel.DATA_AXIS))
+    accuracy = jax.jit(per_device, out_shardings=parallel.replicated(mesh))
+    state = parallel.put_replicated(state, mesh)
+    arrays, _ = parallel.pad_to_multiple(tuple(arrays), mesh.size)
+    accuracies = []
+    for start in tqdm.trange(0, total, mesh.size, desc="evaluating", unit="group", leave=False, disable=not progress):
+        group = parallel.put_sharded(tuple(a[start : start + mesh.size] for a in arrays), mesh)
+        accuracies.append(parallel.host_value(accuracy(state, *group)))
+    return np.concatenate(accuracies)[:total]

@@ -64,6 +64,12 @@ def sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def fake_cpu_devices(mesh: Mesh | None) -> bool:
+    """Whether the mesh holds several CPU devices in one process (jax_num_cpu_devices): they outnumber the
+    cores, and several steps in flight can deadlock an all-reduce, so loops wait for each step."""
+    return mesh is not None and mesh.size > jax.process_count() and mesh.devices.flat[0].platform == "cpu"
+
+
 def check_divisible(count: int, mesh: Mesh, what: str = "episodes per step") -> None:
     if count % mesh.size:
         raise ValueError(f"{count} {what} cannot be split evenly over {mesh.size} devices; use a multiple of {mesh.size}.")
@@ -140,6 +146,15 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
         jax.distributed.initialize()
     else:
         jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
+
+
+def process_rows(global_count: int) -> slice:
+    """The rows of a global batch of `global_count` that this process reads (contiguous, in process order)."""
+    processes = jax.process_count()
+    if global_count % processes:
+        raise ValueError(f"A batch of {global_count} cannot be split evenly over {processes} processes; use a multiple of {processes}.")
+    local = global_count // processes
+    return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
 
 
 def global_batch(local_batch, mesh: Mesh):

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import tqdm
 
-from metadiff_jax import evaluate, loop
+from metadiff_jax import evaluate, loop, parallel
 from metadiff_jax.config_dict import FieldError
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
@@ -93,7 +93,10 @@ def make_optimizer(config: PretrainConfig, steps: int) -> optax.GradientTransfor
     return optax.chain(optax.add_decayed_weights(config.weight_decay), optax.sgd(schedule, momentum=config.momentum, nesterov=True))
 
 
-def make_train_step(model: Classifier, optimizer, config: PretrainConfig):
+def make_train_step(model: Classifier, optimizer, config: PretrainConfig, mesh=None):
+    """The jitted step(state, (images, labels), rng); with a `mesh`, data-parallel over it: the state
+    replicated, the batch split over the devices (each process placing its own rows, parallel.global_batch)."""
+
     def loss_fn(params, batch_stats, images, labels, rng):
         augment_rng, turn_rng, drop_rng = jax.random.split(rng, 3)
         images = augment(augment_rng, images.astype(jnp.float32) / 255.0, config.shift, config.flip)
@@ -111,7 +114,8 @@ def make_train_step(model: Classifier, optimizer, config: PretrainConfig):
         accuracy = jnp.mean(jnp.argmax(logits[:n], -1) == labels)
         return loss, (updates["batch_stats"], accuracy)
 
-    def train_step(state: PretrainState, images, labels, rng):
+    def train_step(state: PretrainState, batch, rng):
+        images, labels = batch
         rng = jax.random.fold_in(rng, state.step)
         (loss, (batch_stats, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.batch_stats, images, labels, rng
@@ -120,19 +124,42 @@ def make_train_step(model: Classifier, optimizer, config: PretrainConfig):
         params = optax.apply_updates(state.params, updates)
         return PretrainState(state.step + 1, params, batch_stats, opt_state), {"loss": loss, "accuracy": accuracy}
 
-    return jax.jit(train_step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0)
+    # Written for the whole batch and partitioned by XLA: batch norm's statistics, the augmentation's random
+    # draws and the loss are those of the global batch, so the step computes what one device would.
+    return parallel.data_parallel_step(lambda axis_name: train_step, mesh, "jit")
 
 
-def make_encoder(backbone: nn.Module, batch_size: int = 1024):
-    """encode(variables, images uint8 `(N, H, W, C)`) -> float32 features `(N, dim)`, in batches."""
-    forward = jax.jit(lambda variables, images: backbone.apply(variables, images, train=False))
+def make_encoder(backbone: nn.Module, batch_size: int = 1024, mesh=None):
+    """encode(variables, images uint8 `(N, H, W, C)`) -> float32 features `(N, dim)`, in batches.
+
+    With a `mesh` each batch (rounded up to a multiple of the mesh's size) is split over its devices, each
+    process reading only its own slice of the images; every process gets every feature back.
+    """
+    if mesh is None:
+        forward = jax.jit(lambda variables, images: backbone.apply(variables, images, train=False))
+    else:
+        batch_size = -(-batch_size // mesh.size) * mesh.size
+        forward = jax.jit(
+            lambda variables, images: backbone.apply(variables, images, train=False),
+            in_shardings=(parallel.replicated(mesh), parallel.sharded(mesh)),
+            out_shardings=parallel.replicated(mesh),
+        )
+    rows = slice(0, batch_size) if mesh is None else parallel.process_rows(batch_size)
 
     def encode(variables, images, progress: bool = False, description: str = "Encoding") -> np.ndarray:
+        if mesh is not None:
+            variables = parallel.put_replicated(variables, mesh)
         chunks = []
         for start in tqdm.trange(0, len(images), batch_size, desc=description, unit="batch", disable=not progress, leave=False):
-            batch = images[start : start + batch_size]
-            padded = np.concatenate([batch, np.zeros((batch_size - len(batch), *batch.shape[1:]), batch.dtype)])
-            chunks.append(np.asarray(forward(variables, padded))[: len(batch)])  # one shape: one compilation
+            # This process's rows of the batch; past the last image, blank ones (one shape, one compilation).
+            first, last = min(start + rows.start, len(images)), min(start + rows.stop, len(images))
+            batch = np.zeros((rows.stop - rows.start, *images.shape[1:]), images.dtype)
+            batch[: last - first] = images[first:last]
+            if mesh is not None:
+                batch = parallel.global_batch(batch, mesh)
+            chunks.append(parallel.host_value(forward(variables, batch))[: min(batch_size, len(images) - start)])
         return np.concatenate(chunks)
 
     return encode
@@ -193,9 +220,14 @@ def pretrain(
     progress: bool = True,
     resume: PretrainProgress | None = None,
     on_epoch: Callable[[PretrainProgress], None] | None = None,
+    mesh=None,
 ):
     """Trains `backbone` with a class head over all train classes; keeps the epoch whose features give the
     best 5-way 1-shot prototype accuracy on validation episodes.
+
+    With a `mesh` (metadiff_jax.parallel) the step and the validation encoding are data-parallel over it:
+    each batch of `batch_size` images split over the devices, each process reading only its rows of it;
+    batch norm normalises over the whole batch, so the result is the one-device run's up to rounding.
 
     `on_epoch(progress)` is called after every finished epoch (e.g. to save it; the state is donated to the
     next step, so copy what you keep); `resume` continues from such
@@ -212,19 +244,26 @@ def pretrain(
     optimizer = make_optimizer(config, config.epochs * steps_per_epoch)
     resume = resume or initial_progress(backbone, train_split, config)
     state, best, history = resume.state, (resume.best_validation, resume.best_variables), list(resume.history)
-    train_step = make_train_step(model, optimizer, config)
-    encode = make_encoder(backbone)
+    train_step = make_train_step(model, optimizer, config, mesh)
+    encode = make_encoder(backbone, mesh=mesh)
+    if mesh is None:
+        rows, place = slice(0, config.batch_size), (lambda batch: batch)
+    else:
+        parallel.check_divisible(config.batch_size, mesh, "images per pretraining batch (pretrain.batch_size)")
+        rows, place = parallel.process_rows(config.batch_size), (lambda batch: parallel.global_batch(batch, mesh))
+        state = parallel.put_replicated(state, mesh)
     for epoch in range(resume.epochs_done, config.epochs):
         order = np.random.default_rng([config.seed, epoch]).permutation(len(labels_all))
-        indices = (np.sort(order[step * config.batch_size : (step + 1) * config.batch_size]) for step in range(steps_per_epoch))
+        # Each process reads only its rows of every batch (sorted: a split read from disk reads in order).
+        indices = (np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])[rows] for step in range(steps_per_epoch))
         # Read in a background thread, two batches ahead: a split read from disk (dataset.in_memory=False)
         # then loads while the device trains.
         batches = episodes_lib.prefetch((train_split.images[index], labels_all[index]) for index in indices)
         losses, accuracies = [], []
         description = f"Pretraining epoch {epoch + 1}/{config.epochs}"
         with tqdm.tqdm(batches, total=steps_per_epoch, desc=description, unit="batch", disable=not progress, leave=False) as bar:
-            for images, labels in bar:
-                state, metrics = train_step(state, images, labels, rng)
+            for batch in bar:
+                state, metrics = train_step(state, place(batch), rng)
                 losses.append(metrics["loss"])
                 accuracies.append(metrics["accuracy"])
         loop.raise_if_diverged(state, {"loss": losses[-1]}, f"Pretraining (epoch {epoch + 1})")
@@ -233,8 +272,8 @@ def pretrain(
         validation = prototype_accuracy(features, validation_split, config.validation_episodes)
         record = {
             "epoch": epoch + 1,
-            "loss": float(np.mean(jax.device_get(losses))),
-            "train_accuracy": float(np.mean(jax.device_get(accuracies))),
+            "loss": float(np.mean([parallel.host_value(loss) for loss in losses])),
+            "train_accuracy": float(np.mean([parallel.host_value(accuracy) for accuracy in accuracies])),
             "validation_1shot_accuracy": validation,
         }
         history.append(record)
@@ -244,7 +283,7 @@ def pretrain(
                 f"validation 5-way 1-shot prototypes {validation:.3f}"
             )
         if validation > best[0]:
-            best = (validation, jax.device_get(backbone_variables))
+            best = (validation, jax.tree_util.tree_map(parallel.host_value, backbone_variables))
         if on_epoch is not None:
             on_epoch(PretrainProgress(epoch + 1, state, best[0], best[1], list(history)))
     return best[1], history

@@ -63,6 +63,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_start: int = 200  # steps before the EMA starts averaging (a plain copy until then)
     check_every: int = 100  # steps between host-side checks for divergence (each check syncs)
+    # Stop once this many validations in a row (one per checkpoint) have not beaten the best, and test the
+    # best; None trains every step (and the config's metadiff.evaluate says which parameters are tested).
+    patience: int | None = None
     seed: int = 0
     # W0: "class_means" (the reference: mean feature of each class over all its images) or
     # "finetuned_prototypes" (ProtoDiff: prototypes fine-tuned on each episode's labelled support and queries).
@@ -89,6 +92,8 @@ class TrainConfig:
             raise FieldError("objective", f"{self.objective!r} is unknown; known: {', '.join(OBJECTIVES)}.")
         if self.finetune_steps < 0:
             raise FieldError("finetune_steps", f"must be 0 or more, got {self.finetune_steps}.")
+        if self.patience is not None and self.patience < 1:
+            raise FieldError("patience", f"must be at least 1 (or unset: train every step), got {self.patience}.")
 
 
 def training_loss(denoiser, schedule, config: TrainConfig) -> tuple[diffusion.LossFn, bool]:
@@ -218,8 +223,8 @@ def train_denoiser(
         should_stop=should_stop,
         validate=None if validate is None else (lambda state, step: validate(state.ema_params, step)),
         best_item=lambda state: {"ema_params": state.ema_params},
+        patience=config.patience,
         place_state=(lambda state: state) if mesh is None else (lambda state: parallel.put_replicated(state, mesh)),
-        # Fake CPU devices outnumbering the cores can deadlock an all-reduce with several steps in flight.
-        wait_each_step=mesh is not None and mesh.size > jax.process_count() and mesh.devices.flat[0].platform == "cpu",
+        wait_each_step=parallel.fake_cpu_devices(mesh),
         progress=progress,
     )

@@ -65,3 +65,47 @@ def test_resnet12_last_block_has_no_activation_and_dropblock_only_trains():
 def test_unknown_backbone_is_named():
     with pytest.raises(ValueError, match="Unknown backbone 'vit'; known: conv4, resnet12, resnet12_wide"):
         bb.make_backbone("vit")
+
+
+def test_max_pool_matches_flax_max_pool_in_value_and_gradient_under_jit_and_vmap():
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 7, 9, 5))  # odd sizes: the last row and column dropped
+    x = x.at[0, 0, :2, :2].set(0.0)  # a window of ties: the gradient goes to one of them, as select-and-scatter's
+    weights = jax.random.normal(jax.random.PRNGKey(1), (3, 4, 3, 4, 5))
+    ours = lambda x: jnp.sum(jnp.sin(jax.vmap(bb.max_pool_2x2)(x)) * weights)
+    flax = lambda x: jnp.sum(jnp.sin(jax.vmap(lambda e: nn.max_pool(e, (2, 2), strides=(2, 2)))(x)) * weights)
+    np.testing.assert_array_equal(jax.vmap(bb.max_pool_2x2)(x), jax.vmap(lambda e: nn.max_pool(e, (2, 2), strides=(2, 2)))(x))
+    np.testing.assert_allclose(jax.jit(jax.grad(ours))(x), jax.grad(flax)(x), rtol=1e-6, atol=1e-7)
+    assert int(jnp.sum(jax.grad(ours)(x)[0, 0, :2, :2, 0] != 0)) == 1
+
+
+@pytest.mark.parametrize("name, shape", [("conv4", (28, 28, 1)), ("resnet12", (20, 20, 3))])
+def test_patch_convolution_and_bfloat16_compute_the_same_network_from_the_same_parameters(name, shape):
+    kwargs = {"width": 8} if name == "resnet12" else {}
+    xla, patches = (bb.make_backbone(name, convolution=c, **kwargs) for c in ("xla", "patches"))
+    variables = bb.init_variables(xla, jax.random.PRNGKey(0), shape)
+    assert jax.tree_util.tree_structure(bb.init_variables(patches, jax.random.PRNGKey(0), shape)) == jax.tree_util.tree_structure(variables)
+    images = jax.random.randint(jax.random.PRNGKey(1), (6, *shape), 0, 256).astype(jnp.uint8)
+    reference = xla.apply(variables, images, train=False)
+    np.testing.assert_allclose(patches.apply(variables, images, train=False), reference, rtol=1e-4, atol=1e-5)
+    # A batch-norm network's gradient (train mode) through both convolutions, jitted: the same up to rounding.
+    loss = lambda model: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(model.apply({**variables, "params": p}, images, train=True, mutable=["batch_stats"])[0]))))
+    expected, got = (jax.tree_util.tree_leaves(loss(model)(variables["params"])) for model in (xla, patches))
+    # Up to float32 rounding of the largest gradient; a bias before batch norm has a zero gradient, noise here.
+    scale = max(float(jnp.abs(a).max()) for a in expected)
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
+    half = bb.make_backbone(name, dtype="bfloat16", **kwargs)
+    features = half.apply(variables, images, train=False)
+    assert features.dtype == jnp.float32  # parameters float32, computed in bf16 (8 significant bits), returned float32
+    scale = float(jnp.abs(reference).max())
+    assert 0 < float(jnp.abs(features - reference).max()) < 0.05 * scale
+
+
+def test_unknown_dtype_and_convolution_are_named():
+    with pytest.raises(ValueError, match="Unknown backbone dtype 'float16'; known: float32, bfloat16"):
+        bb.make_backbone("conv4", dtype="float16")
+    with pytest.raises(ValueError, match="Unknown convolution 'fft'; known: auto, xla, patches"):
+        bb.make_backbone("conv4", convolution="fft")
+    assert bb.resolve_convolution("auto") == ("patches" if jax.default_backend() == "cpu" else "xla")

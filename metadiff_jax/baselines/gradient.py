@@ -137,10 +137,21 @@ class GradientMetaLearner:
         _, (losses, accuracies) = jax.lax.scan(per_episode, None, episodes, unroll=self.config.unroll)
         return losses.mean(), accuracies.mean()
 
-    def meta_train_step(self, state: MetaState, episodes, rng=None):
-        """One outer step over a batch of episodes; rng is unused (the algorithms are deterministic)."""
+    def meta_train_step(self, state: MetaState, episodes, rng=None, axis_name: str | None = None):
+        """One outer step over a batch of episodes; rng is unused (the algorithms are deterministic).
+
+        With `axis_name` (inside shard_map, parallel.data_parallel_step) `episodes` is one device's share of
+        the batch, and the mean loss, accuracy and gradient are averaged over that axis: the update of the
+        whole batch.
+        """
         del rng
-        (loss, accuracy), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(state.params, state.batch_stats, episodes)
+        params = state.params
+        if axis_name is not None:
+            # This device's own copy: its gradient is its episodes' (JAX would sum a replicated input's over devices).
+            params = jax.lax.pcast(params, axis_name, to="varying")
+        (loss, accuracy), grads = jax.value_and_grad(self.meta_loss, has_aux=True)(params, state.batch_stats, episodes)
+        if axis_name is not None:
+            loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return MetaState(state.step + 1, params, state.batch_stats, opt_state), {"loss": loss, "accuracy": accuracy}

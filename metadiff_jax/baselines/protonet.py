@@ -53,14 +53,22 @@ class ProtoNetLearner:
         logits = self._logits(params, batch_stats, support_x, support_y, query_x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, query_y).mean(), jnp.mean(jnp.argmax(logits, -1) == query_y)
 
-    def meta_train_step(self, state: ProtoState, episodes, rng=None):
+    def meta_train_step(self, state: ProtoState, episodes, rng=None, axis_name: str | None = None):
+        """One outer step; with `axis_name`, `episodes` is one device's share and the update is the batch's
+        (as gradient.GradientMetaLearner.meta_train_step)."""
         del rng
 
         def loss_fn(params):
             losses, accuracies = jax.vmap(lambda *e: self.episode_loss(params, state.batch_stats, *e))(*episodes)
             return losses.mean(), accuracies.mean()
 
-        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        params = state.params
+        if axis_name is not None:
+            # This device's own copy: its gradient is its episodes' (JAX would sum a replicated input's over devices).
+            params = jax.lax.pcast(params, axis_name, to="varying")
+        (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        if axis_name is not None:
+            loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         return ProtoState(state.step + 1, optax.apply_updates(state.params, updates), state.batch_stats, opt_state), {"loss": loss, "accuracy": accuracy}
 
