@@ -10,7 +10,8 @@ checkpoint serves both:
                and uses a GPU's or TPU's bf16 units); parameters stay float32, features come out float32.
   convolution  "xla" (lax.conv: cuDNN on a GPU, the MXU on a TPU) or "patches" (the 3 x 3 neighbourhoods
                concatenated, times the kernel as one matmul): on XLA's CPU backend "patches" trains Conv-4
-               about 1.3x faster, because its convolution runs far below the machine's matmul rate.
+               faster (python -m benchmarks.backbone_step), its convolution running far below the machine's
+               matmul rate.
                resolve_convolution("auto") picks "patches" on a CPU and "xla" elsewhere.
 """
 
@@ -70,8 +71,8 @@ _max_pool_even.defvjp(_max_pool_forward, _max_pool_backward)
 
 def max_pool_2x2(x):
     """2 x 2 max-pooling, stride 2, odd edges dropped: nn.max_pool's values, and its gradient (to the first
-    maximum of each window), computed ~1.5x faster by XLA's CPU backend than reduce_window's
-    select-and-scatter. The backward pass reuses the forward's argmax: a gradient found by comparing the
+    maximum of each window), computed faster by XLA's CPU backend than reduce_window's select-and-scatter
+    (python -m benchmarks.backbone_step). The backward pass reuses the forward's argmax: a gradient found by comparing the
     input with the pooled maximum (jnp.max's own) came out wrong under jit and vmap on XLA's CPU backend,
     which can compute the input twice with different rounding, so that no input equals the maximum."""
     return _max_pool_even(x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2])
