@@ -12,9 +12,6 @@ timed in one run, beside this machine's 1024^3 float32 matmul rate, as this VM's
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import common, report
 from metadiff_jax import backbones, pretrain
@@ -27,18 +24,8 @@ def seconds_per_step(convolution: str, pooling: str, dtype: str, steps: int) -> 
     if pooling == "reduce_window":
         backbones.max_pool_2x2 = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
     try:
-        model = pretrain.Classifier(backbones.make_backbone("conv4", dtype=dtype, convolution=convolution), CLASSES)
-        config = pretrain.PretrainConfig()
-        variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, 1)), train=False)
-        optimizer = pretrain.make_optimizer(config, 1000)
-        state = pretrain.PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
-        step = pretrain.make_train_step(model, optimizer, config)
-        images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (BATCH, SIZE, SIZE, 1), dtype=np.uint8))
-        labels = jnp.arange(BATCH, dtype=jnp.int32) % CLASSES
-        key = jax.random.PRNGKey(1)
-        state, _ = step(state, (images, labels), key)
-        seconds, _ = common.seconds_per_step(step, state, ((images, labels), key), steps)
-        return seconds
+        backbone = backbones.make_backbone("conv4", dtype=dtype, convolution=convolution)
+        return common.pretrain_step_seconds(backbone, pretrain.PretrainConfig(), (SIZE, SIZE, 1), CLASSES, steps)
     finally:
         backbones.max_pool_2x2 = original
 

@@ -73,3 +73,21 @@ def tcunet_matmul_flops(dim: int, ways: int, support: int, time_dim: int = 320) 
     per_episode = 2 * ways * rows + 2 * ways * support * dim
     shared = 2 * (time_dim * time_dim // 2 + time_dim // 2 + time_dim * (wide + narrow + narrow + wide + dim))
     return per_episode, shared
+
+
+def pretrain_step_seconds(backbone, config, image_shape: tuple[int, int, int], classes: int, steps: int) -> float:
+    """Median seconds of one pretraining step (pretrain.make_train_step) of `backbone` + a `classes`-way head
+    on random uint8 images of `image_shape`, batch config.batch_size, after compilation."""
+    from metadiff_jax import pretrain
+
+    model = pretrain.Classifier(backbone, classes)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)), train=False)
+    optimizer = pretrain.make_optimizer(config, 1000)
+    state = pretrain.PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
+    step = pretrain.make_train_step(model, optimizer, config)
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (config.batch_size, *image_shape), dtype=np.uint8))
+    labels = jnp.arange(config.batch_size, dtype=jnp.int32) % classes
+    key = jax.random.PRNGKey(1)
+    state, _ = step(state, (images, labels), key)
+    seconds, _ = seconds_per_step(step, state, ((images, labels), key), steps)
+    return seconds

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from benchmarks import common, report
 from metadiff_jax import backbones, denoiser, diffusion, pretrain, sampler, schedule
@@ -60,17 +59,8 @@ def pretrain_rows(
     rows = []
     for name in names:
         for dtype in dtypes:
-            model = pretrain.Classifier(backbones.make_backbone(name, width, dtype), 64)
             config = pretrain.PretrainConfig(epochs=1, batch_size=batch, flip=True, shift=8)
-            variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), train=False)
-            optimizer = pretrain.make_optimizer(config, 1000)
-            state = pretrain.PretrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"], optimizer.init(variables["params"]))
-            step = pretrain.make_train_step(model, optimizer, config)
-            images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
-            labels = jnp.arange(batch, dtype=jnp.int32) % 64
-            key = jax.random.PRNGKey(1)
-            state, _ = step(state, (images, labels), key)
-            seconds, state = common.seconds_per_step(step, state, ((images, labels), key), steps)
+            seconds = common.pretrain_step_seconds(backbones.make_backbone(name, width, dtype), config, (size, size, 3), 64, steps)
             rows.append(
                 {
                     "backbone": name,
