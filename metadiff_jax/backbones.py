@@ -8,11 +8,13 @@ Two settings change how, not what, a backbone computes; its parameters are the s
 checkpoint serves both:
   dtype        the compute dtype of convolutions and batch norm outputs ("bfloat16" halves activation memory
                and uses a GPU's or TPU's bf16 units); parameters stay float32, features come out float32.
-  convolution  "xla" (lax.conv: cuDNN on a GPU, the MXU on a TPU) or "patches" (the 3 x 3 neighbourhoods
-               concatenated, times the kernel as one matmul): on XLA's CPU backend "patches" trains Conv-4
-               faster (python -m benchmarks.backbone_step), its convolution running far below the machine's
-               matmul rate.
-               resolve_convolution("auto") picks "patches" on a CPU and "xla" elsewhere.
+  convolution  "xla" (lax.conv: cuDNN on a GPU, the MXU on a TPU), "patches" (the 3 x 3 neighbourhoods
+               concatenated, times the kernel as one matmul) or "patches_in_training" (patches with
+               train=True, XLA's with train=False). On XLA's CPU backend patches train Conv-4 faster, its
+               convolution (and the convolution's gradient) running far below the machine's matmul rate, but
+               encode (forward only, large batches) about 3x slower than XLA's (python -m
+               benchmarks.backbone_step has both). resolve_convolution("auto") picks "patches_in_training" on
+               a CPU and "xla" elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-CONVOLUTIONS = ("xla", "patches")
+CONVOLUTIONS = ("xla", "patches", "patches_in_training")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here), which the reference recipes assume.
@@ -35,11 +37,18 @@ def _as_float(images, dtype=jnp.float32):
 
 
 def resolve_convolution(convolution: str) -> str:
-    """"auto" -> "patches" on a CPU backend, "xla" on GPUs and TPUs; "xla" and "patches" as they are."""
+    """"auto" -> "patches_in_training" on a CPU backend, "xla" on GPUs and TPUs; the others as they are."""
     if convolution == "auto":
-        return "patches" if jax.default_backend() == "cpu" else "xla"
+        return "patches_in_training" if jax.default_backend() == "cpu" else "xla"
     if convolution not in CONVOLUTIONS:
         raise ValueError(f"Unknown convolution {convolution!r}; known: auto, {', '.join(CONVOLUTIONS)}.")
+    return convolution
+
+
+def convolution_for(convolution: str, train: bool) -> str:
+    """How one call computes its convolutions: "patches_in_training" is "patches" with train=True, else "xla"."""
+    if convolution == "patches_in_training":
+        return "patches" if train else "xla"
     return convolution
 
 
@@ -112,7 +121,7 @@ class Conv4(nn.Module):
         dtype = DTYPES[self.dtype]
         x = _as_float(images, dtype)
         for _ in range(4):
-            x = Conv(self.channels, (3, 3), padding="SAME", dtype=dtype, convolution=self.convolution)(x)
+            x = Conv(self.channels, (3, 3), padding="SAME", dtype=dtype, convolution=convolution_for(self.convolution, train))(x)
             x = nn.relu(_batch_norm(train, dtype)(x))
             x = max_pool_2x2(x)
         return x.reshape(x.shape[0], -1).astype(jnp.float32)
@@ -152,7 +161,8 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         dtype = DTYPES[self.dtype]
-        conv = lambda k: Conv(self.channels, (k, k), padding="SAME", use_bias=False, dtype=dtype, convolution=self.convolution)
+        convolution = convolution_for(self.convolution, train)
+        conv = lambda k: Conv(self.channels, (k, k), padding="SAME", use_bias=False, dtype=dtype, convolution=convolution)
         norm = lambda: _batch_norm(train, dtype)
         out = nn.leaky_relu(norm()(conv(3)(x)), 0.1)
         out = nn.leaky_relu(norm()(conv(3)(out)), 0.1)

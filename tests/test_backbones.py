@@ -106,6 +106,19 @@ def test_patch_convolution_and_bfloat16_compute_the_same_network_from_the_same_p
 def test_unknown_dtype_and_convolution_are_named():
     with pytest.raises(ValueError, match="Unknown backbone dtype 'float16'; known: float32, bfloat16"):
         bb.make_backbone("conv4", dtype="float16")
-    with pytest.raises(ValueError, match="Unknown convolution 'fft'; known: auto, xla, patches"):
+    with pytest.raises(ValueError, match="Unknown convolution 'fft'; known: auto, xla, patches, patches_in_training"):
         bb.make_backbone("conv4", convolution="fft")
-    assert bb.resolve_convolution("auto") == ("patches" if jax.default_backend() == "cpu" else "xla")
+    assert bb.resolve_convolution("auto") == ("patches_in_training" if jax.default_backend() == "cpu" else "xla")
+
+
+def test_patches_in_training_trains_as_patches_and_encodes_as_xla():
+    """The CPU default: the training pass (the gradient's) through patches, encoding through XLA's convolution."""
+    models = {c: bb.make_backbone("conv4", width=8, convolution=c) for c in bb.CONVOLUTIONS}
+    variables = bb.init_variables(models["xla"], jax.random.PRNGKey(0), (28, 28, 1))
+    images = jax.random.randint(jax.random.PRNGKey(1), (4, 28, 28, 1), 0, 256).astype(jnp.uint8)
+    encode = {c: jax.jit(lambda v, x, m=m: m.apply(v, x, train=False)) for c, m in models.items()}
+    train = {c: jax.jit(lambda v, x, m=m: m.apply(v, x, train=True, mutable=["batch_stats"])[0]) for c, m in models.items()}
+    mixed = "patches_in_training"
+    np.testing.assert_array_equal(encode[mixed](variables, images), encode["xla"](variables, images))
+    np.testing.assert_array_equal(train[mixed](variables, images), train["patches"](variables, images))
+    assert not np.array_equal(encode["patches"](variables, images), encode["xla"](variables, images))  # two ways, two roundings
