@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.backbone.dtype = "float32"
     config.backbone.convolution = "auto"
 
-    # pretrain.PretrainConfig: the reference recipe, shortened to 6 epochs.
+    # pretrain.PretrainConfig: the reference recipe, shortened to 3 epochs.
     config.pretrain = config_dict.section(pretrain.PretrainConfig(), exclude=("seed",))
 
     # train.TrainConfig's fields (steps, batch_size, learning_rate, weight_decay, ema_decay, ema_start,

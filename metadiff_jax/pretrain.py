@@ -26,9 +26,10 @@ from metadiff_jax.data.split import ClassIndexedSplit
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """Defaults: the reference recipe shortened to 6 epochs for a CPU (configs/paper.py runs its 100)."""
+    """Defaults: the reference recipe shortened to 3 epochs for a CPU (configs/paper.py runs its 100): the default
+    main job's 15-minute budget on 2 cores (docs/performance.md)."""
 
-    epochs: int = 6
+    epochs: int = 3
     batch_size: int = 128
     learning_rate: float = 0.1
     momentum: float = 0.9
