@@ -128,6 +128,9 @@ class TrainedDenoiser(NamedTuple):
     evaluator: Callable
 
 
+BLOCK_EPISODES = 128
+
+
 def training_batches(
     split: ClassIndexedSplit,
     targets: np.ndarray,
@@ -149,13 +152,22 @@ def training_batches(
         raise ValueError(f"batch_size {batch_size} must be a multiple of the shard count {shard_count}.")
     local = batch_size // shard_count
     labels = lambda n: np.broadcast_to(np.repeat(np.arange(spec.ways, dtype=np.int32), n), (local, spec.ways * n))
+    # Episodes are planned and gathered for BLOCK_EPISODES at a time, then handed out a batch at a time: the
+    # same episodes as one batch at a time, with the host's per-call overhead paid once per block (the host's
+    # share of a step otherwise exceeds a small denoiser's step).
+    steps_per_block = max(1, BLOCK_EPISODES // local)
     batch = first_batch
     while True:
-        start = batch * batch_size + shard_index * local
-        plan = episodes_lib.sample_plan(split, spec, seed, np.arange(start, start + local))
-        queries = (split.images[plan.query_indices], labels(spec.queries)) if with_queries else (None, None)
-        yield diffusion.TrainBatch(split.images[plan.support_indices], labels(spec.shots), targets[plan.classes], *queries)
-        batch += 1
+        steps = np.arange(batch, batch + steps_per_block)
+        ids = (steps[:, None] * batch_size + shard_index * local + np.arange(local)).reshape(-1)
+        plan = episodes_lib.sample_plan(split, spec, seed, ids)
+        support, block_targets = split.images[plan.support_indices], targets[plan.classes]
+        query = split.images[plan.query_indices] if with_queries else None
+        for k in range(steps_per_block):
+            rows = slice(k * local, (k + 1) * local)
+            queries = (query[rows], labels(spec.queries)) if with_queries else (None, None)
+            yield diffusion.TrainBatch(support[rows], labels(spec.shots), block_targets[rows], *queries)
+        batch += steps_per_block
 
 
 def train_denoiser(

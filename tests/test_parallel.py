@@ -107,3 +107,28 @@ def test_host_slices_of_training_batches_make_up_the_global_batch():
     ]
     for field in whole._fields:
         np.testing.assert_array_equal(getattr(whole, field), np.concatenate([getattr(h, field) for h in hosts]))
+
+
+def test_training_batches_planned_in_blocks_are_the_batches_planned_one_at_a_time(monkeypatch):
+    """Batch b is episodes b * batch_size ... of the stream whatever the block the host plans them in, from
+    any first batch (a resumed run) and on any host's slice."""
+    from metadiff_jax import diffusion, synthetic, train
+    from metadiff_jax.data import episodes
+
+    splits = synthetic.make_splits(synthetic.SyntheticConfig(dim=8, base_examples=30))
+    targets = diffusion.class_mean_targets(splits["train"].images, splits["train"].class_starts)
+    spec = episodes.EpisodeSpec(5, 2, 3)
+
+    def batches(block: int, **kwargs) -> list:
+        monkeypatch.setattr(train, "BLOCK_EPISODES", block)
+        stream = train.training_batches(splits["train"], targets, spec, 8, seed=3, first_batch=5, with_queries=True, **kwargs)
+        return [next(stream) for _ in range(7)]
+
+    for hosts in ({}, {"shard_index": 1, "shard_count": 2}):
+        one_at_a_time, blocks = batches(1, **hosts), batches(24, **hosts)
+        for single, blocked in zip(one_at_a_time, blocks):
+            for field in single._fields:
+                np.testing.assert_array_equal(getattr(blocked, field), getattr(single, field))
+    first = batches(24)[0]
+    plan = episodes.sample_plan(splits["train"], spec, 3, np.arange(5 * 8, 6 * 8))
+    np.testing.assert_array_equal(first.support_features, splits["train"].images[plan.support_indices])
