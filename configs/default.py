@@ -58,8 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Channels of the first stage (0: the backbone's own; Conv-4 64, ResNet-12 64, later stages scale with it).
     config.backbone.width = 0
     # Compute dtype of the backbone's convolutions ("float32", "bfloat16"; parameters and optimizer state
-    # stay float32), and how they run: "auto" (patches + matmul on a CPU, XLA's convolution elsewhere), "xla",
-    # "patches" (metadiff_jax/backbones.py says why).
+    # stay float32), and how they run: "auto" (on a CPU patches + matmul in training and XLA's convolution to
+    # encode, XLA's elsewhere), "xla", "patches", "patches_in_training" (metadiff_jax/backbones.py says why).
     config.backbone.dtype = "float32"
     config.backbone.convolution = "auto"
 
