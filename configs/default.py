@@ -5,7 +5,7 @@
 Builds the dataset if missing (3-5 minutes on 2 cores, reused afterwards), pretrains Conv-4 on its 64
 training classes, caches features of every split, meta-trains MetaDiff for 5-way 1-shot and 5-shot, and
 evaluates both on 600 fixed test episodes beside the non-diffusion rivals on the same features and episodes:
-24.9 minutes from a fresh clone on 2 cores on a slow day (docs/performance.md). Override any key on the
+13.8 minutes from a fresh clone on 2 cores (docs/performance.md). Override any key on the
 command line, e.g. `--config.pretrain.epochs=10`. Results are on renders of glyph stroke data, not Omniglot.
 
 The sections that configure a library object (pretrain, metadiff's training, each denoiser's section,
