@@ -88,12 +88,18 @@ def episode_rng(seed: int, episode: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=np.array([seed, episode], dtype=np.uint64)))
 
 
+PLAN_CHUNK = 1024
+
+
 def sample_plan(split: ClassIndexedSplit, spec: EpisodeSpec, seed: int, episode_ids) -> EpisodePlan:
     """The index plan of episodes `episode_ids` (any integers >= 0) of the stream with `seed`."""
     check_spec(split, spec)
     episode_ids = np.asarray(episode_ids, dtype=np.int64).reshape(-1)
     if np.any(episode_ids < 0):
         raise EpisodeError("episode ids must be non-negative.")
+    if len(episode_ids) > PLAN_CHUNK:  # the keys below take episodes x ways x largest class floats
+        plans = [sample_plan(split, spec, seed, episode_ids[i : i + PLAN_CHUNK]) for i in range(0, len(episode_ids), PLAN_CHUNK)]
+        return EpisodePlan(*(np.concatenate(parts) for parts in zip(*plans)))
     per_class = spec.shots + spec.queries
     sizes, starts = split.class_sizes, split.class_starts
     slots = np.arange(int(sizes.max()))
@@ -108,11 +114,11 @@ def sample_plan(split: ClassIndexedSplit, spec: EpisodeSpec, seed: int, episode_
         keys[row, :, : sizes[chosen].max()] = rng.random((spec.ways, sizes[chosen].max()))
     keys[slots >= sizes[classes][..., None]] = 2.0
     # The per_class smallest keys in ascending order (argsort's first per_class columns: the keys are
-    # distinct), by a partition and a sort of those few: this is most of the host's share of a training step.
+    # distinct), by a partition and a sort of those few instead of sorting every key.
     smallest = np.argpartition(keys, per_class - 1, axis=-1)[..., :per_class]
     picks = starts[classes][..., None] + np.take_along_axis(smallest, np.argsort(np.take_along_axis(keys, smallest, -1), axis=-1), -1)
-    support = picks[:, :, : spec.shots].reshape(len(episode_ids), -1)
-    query = picks[:, :, spec.shots :].reshape(len(episode_ids), -1)
+    support = picks[:, :, : spec.shots].reshape(len(episode_ids), spec.ways * spec.shots)
+    query = picks[:, :, spec.shots :].reshape(len(episode_ids), spec.ways * spec.queries)
     return EpisodePlan(classes=classes, support_indices=support, query_indices=query)
 
 
