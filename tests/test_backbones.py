@@ -121,4 +121,6 @@ def test_patches_in_training_trains_as_patches_and_encodes_as_xla():
     mixed = "patches_in_training"
     np.testing.assert_array_equal(encode[mixed](variables, images), encode["xla"](variables, images))
     np.testing.assert_array_equal(train[mixed](variables, images), train["patches"](variables, images))
-    assert not np.array_equal(encode["patches"](variables, images), encode["xla"](variables, images))  # two ways, two roundings
+    # Which program each pass compiles to: XLA's convolution op in encoding only.
+    convolves = lambda fn: "conv_general_dilated" in str(jax.make_jaxpr(fn)(variables, images))
+    assert convolves(encode[mixed]) and not convolves(train[mixed]) and not convolves(encode["patches"])
