@@ -20,9 +20,12 @@ def run_processes(commands: list[list[str]], timeout: float, **popen_kwargs) -> 
     with tempfile.TemporaryDirectory() as folder:
         outputs = [(open(f"{folder}/{i}.out", "w+"), open(f"{folder}/{i}.err", "w+")) for i in range(len(commands))]
         processes = [subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen_kwargs) for command, (out, err) in zip(commands, outputs)]
+        timed_out = False
         try:
             for p in processes:
                 p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
         finally:
             for p in processes:  # never leave a process behind, whatever happened
                 if p.poll() is None:
@@ -35,4 +38,7 @@ def run_processes(commands: list[list[str]], timeout: float, **popen_kwargs) -> 
             results.append((p.returncode, out.read(), err.read()))
             out.close()
             err.close()
+        if timed_out:  # where each process stood when it was killed: a hang's only witness
+            tails = "\n".join(f"--- process {i}: stdout ---\n{o[-2000:]}\n--- process {i}: stderr ---\n{e[-3000:]}" for i, (_, o, e) in enumerate(results))
+            raise AssertionError(f"processes still running after {timeout} s were killed; their last output:\n{tails}")
         return results
