@@ -1,8 +1,19 @@
 """Running several processes of one multi-host job on this machine, on a loopback coordinator."""
 
+import contextlib
+import fcntl
+import os
 import socket
 import subprocess
 import tempfile
+
+# One multi-process run at a time on this machine, whichever pytest-xdist worker starts it: two of them at
+# once (four JAX processes beside the other worker's tests on a 2-core VM) left a process more than the CPU
+# backend's 2 minutes short of joining its peer's topology exchange (fresh-ci at 79ddded).
+LOCK = os.path.join(tempfile.gettempdir(), "metadiff_jax_tests_multiprocess.lock")
+# The CPU backend's wait for every process's topology (jax_cpu_get_{local,global}_topology_timeout_minutes,
+# 2 and 5 by default): room for a process started late on a loaded machine.
+TOPOLOGY_TIMEOUTS = {"JAX_CPU_GET_LOCAL_TOPOLOGY_TIMEOUT_MINUTES": "8", "JAX_CPU_GET_GLOBAL_TOPOLOGY_TIMEOUT_MINUTES": "10"}
 
 
 def free_port() -> int:
@@ -11,15 +22,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_processes(commands: list[list[str]], timeout: float, **popen_kwargs) -> list[tuple[int, str, str]]:
+@contextlib.contextmanager
+def exclusive():
+    """Holds the machine-wide lock for multi-process runs (released when the holder exits, however)."""
+    with open(LOCK, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_processes(commands: list[list[str]], timeout: float, env: dict | None = None, **popen_kwargs) -> list[tuple[int, str, str]]:
     """Starts every command at once and returns (returncode, stdout, stderr) of each; none is left running.
 
-    Output goes to files, not pipes: a process blocked on a full pipe that nobody reads yet would stall the
-    others at their next collective.
+    Runs once no other multi-process run of the suite is running; `timeout` counts from the start. Output goes
+    to files, not pipes: a process blocked on a full pipe that nobody reads yet would stall the others at
+    their next collective.
     """
-    with tempfile.TemporaryDirectory() as folder:
+    env = {**TOPOLOGY_TIMEOUTS, **(os.environ if env is None else env)}
+    with exclusive(), tempfile.TemporaryDirectory() as folder:
         outputs = [(open(f"{folder}/{i}.out", "w+"), open(f"{folder}/{i}.err", "w+")) for i in range(len(commands))]
-        processes = [subprocess.Popen(command, stdout=out, stderr=err, text=True, **popen_kwargs) for command, (out, err) in zip(commands, outputs)]
+        processes = [subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env, **popen_kwargs) for command, (out, err) in zip(commands, outputs)]
         timed_out = False
         try:
             for p in processes:
