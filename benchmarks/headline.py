@@ -27,7 +27,8 @@ import sys
 import numpy as np
 
 from benchmarks import report
-from launch import compare
+from launch import compare, provenance
+from launch.errors import UsageError
 from metadiff_jax import evaluate
 
 
@@ -100,10 +101,21 @@ def main() -> None:
     parser.add_argument("--config", default="configs/default.py")
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run, e.g. rivals.anil.steps=100")
+    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variant_names = [v for v in args.variants.split(",") if v]
-    rows, per_seed, selected = [], {}, {}
+
+    def foreign_runs(of_seeds: list[int]) -> list[dict]:
+        """The finished main runs and variants of these seeds made by other code: refused unless --reuse."""
+        runs = [path for seed in of_seeds for path in (args.workdir / f"seed{seed}", *(args.workdir / f"seed{seed}_variants" / name for name in variant_names))]
+        try:
+            return provenance.check_runs([path for path in runs if (path / "results.json").exists()], args.reuse)
+        except UsageError as error:
+            raise SystemExit(f"error: {error}") from None
+
+    foreign_runs(seeds)  # before any training, since finished runs are reused as they are
+    rows, per_seed, selected, reused = [], {}, {}, []
     for seed in seeds:
         main_dir = args.workdir / f"seed{seed}"
         extra = ([f"--config.dataset.data_dir={args.data_dir}"] if args.data_dir else []) + [f"--config.{item}" for item in args.set]
@@ -114,15 +126,19 @@ def main() -> None:
         variants = {}
         if variant_names:
             variant_dir = args.workdir / f"seed{seed}_variants"
-            run([sys.executable, "-m", "launch.ablate", "--main", str(main_dir), "--workdir", str(variant_dir), "--only", ",".join(variant_names)])
+            suite = ["--main", str(main_dir), "--workdir", str(variant_dir), "--only", ",".join(variant_names), *(["--reuse"] if args.reuse else [])]
+            run([sys.executable, "-m", "launch.ablate", *suite])
             # A variant that changes nothing in this main run is skipped by the suite, and has no row of its own.
             variants = {name: compare.load(variant_dir / name) for name in variant_names if (variant_dir / name / "results.json").exists()}
+        reused += foreign_runs([seed])  # again as they are aggregated: the code may have changed while this command ran
         results, accuracies = compare.load(main_dir)
         seed_table, per_seed[seed], selected[seed] = seed_rows(seed, results, accuracies, variants)
         rows += seed_table
         ways = results["config"]["episodes"]["ways"]
         dataset = results["dataset"]
     rows += pooled_rows(per_seed, selected, ways)
+    if reused:
+        print(provenance.describe_reused(reused), flush=True)
     table_rows = [{k: v for k, v in row.items() if k != "choice"} for row in rows]
     report.publish(
         "headline",
@@ -134,8 +150,9 @@ def main() -> None:
         "episodes for every seed and row, 15 queries a class. Per seed: accuracy +- 95% CI over episodes, paired difference "
         "against that seed's strongest non-diffusion row on validation (`paired_against`), validation accuracy where the row's "
         "settings were chosen. Pooled: each episode's accuracy averaged over the seeds first. Choices per seed: "
-        "benchmarks/results/headline.json; per-episode accuracies: benchmarks/results/headline_per_episode.npz.",
-        full_rows=rows,
+        "benchmarks/results/headline.json; per-episode accuracies: benchmarks/results/headline_per_episode.npz."
+        + (" " + provenance.describe_reused(reused) if reused else ""),
+        full_rows=[{**row, "reused_runs": reused} for row in rows],
         per_episode={f"seed{s}/{k}": v for s, p in per_seed.items() for k, v in p.items()},
     )
 

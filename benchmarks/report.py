@@ -11,10 +11,11 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
+import sys
 
 import numpy as np
 
+from launch.provenance import code_version, commit
 from metadiff_jax.evaluate import markdown_table
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -27,21 +28,6 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on {len(devices)} x {devices[0].device_kind}"
 
 
-# What benchmarks write (results, their sections of the markdown files, figures): changes there are the
-# outputs of the run being recorded, not changes to the code that made them.
-OUTPUTS = ("benchmarks/results", "*.md", "docs")
-
-
-def commit() -> str:
-    """The commit the working tree is at, with "+changes" when its code differs from it (results made from it)."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){path}" for path in OUTPUTS))
-    return head + ("+changes" if changed else "")
-
-
 def publish(
     name: str,
     rows: list[dict],
@@ -50,13 +36,15 @@ def publish(
     module: str | None = None,
     full_rows: list[dict] | None = None,
     per_episode: dict | None = None,
+    command: str | None = None,
 ) -> None:
     """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md.
 
-    Every JSON row records the commit it was made at. `module` is the benchmark module that produced the
-    rows, when it is not `benchmarks.<name>`; `full_rows` are written to the JSON instead of `rows` when
-    they hold more than the table shows; `per_episode` (name -> per-episode accuracies, behind the paired
-    differences) is written to `<name>_per_episode.npz`.
+    Every JSON row records the commit and code version it was made at (launch/provenance.py) and the command
+    that made it: `command`, or by default this process's module and arguments. `module` is the benchmark
+    module that produced the rows, when it is not `benchmarks.<name>`; `full_rows` are written to the JSON
+    instead of `rows` when they hold more than the table shows; `per_episode` (name -> per-episode
+    accuracies, behind the paired differences) is written to `<name>_per_episode.npz`.
     """
     table = markdown_table(rows)
     print(table)
@@ -65,7 +53,9 @@ def publish(
     if per_episode is not None:
         np.savez(results / f"{name}_per_episode.npz", **per_episode)
     made_at = commit()
-    (results / f"{name}.json").write_text(json.dumps([{**row, "commit": made_at} for row in full_rows or rows], indent=2) + "\n")
+    command = command or f"python -m {module or 'benchmarks.' + name} {' '.join(sys.argv[1:])}".rstrip()
+    made_by = {"commit": made_at, "code_version": code_version(), "command": command}
+    (results / f"{name}.json").write_text(json.dumps([{**row, **made_by} for row in full_rows or rows], indent=2) + "\n")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
         f"`python -m {module or 'benchmarks.' + name}` on {datetime.date.today().isoformat()}, {machine()}, commit {made_at}.\n\n"

@@ -9,6 +9,8 @@ Each ablation runs in <workdir>/<name> and reuses what the main run already made
 and feature cache always, and its trained denoisers when the ablation changes only how they are evaluated
 (sampler, start, EMA). Finished ablations are skipped and a stopped one resumes, so rerunning the command
 continues the suite; an ablation that changes nothing in the main run's config is skipped with a message.
+A main run or finished ablation made by other code than today's (launch/provenance.py) is refused before
+anything runs, unless --reuse; then it is used and listed in the outputs.
 Writes <workdir>/ablations.md, ablations.json and ablations.png (paired differences against the main
 configuration, mean +- 95% CI over the same test episodes).
 
@@ -116,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--main", type=pathlib.Path, required=True, help="a finished main run (python -m launch.main) to ablate")
     parser.add_argument("--workdir", type=pathlib.Path, required=True, help="where the ablations run and the table is written")
     parser.add_argument("--only", default="", help="comma-separated ablation names (default: every entry of configs/ablations.py)")
+    parser.add_argument("--reuse", action="store_true", help="use a main run or finished ablations made by other code than today's (listed in the outputs)")
     args = parser.parse_args(argv)
-    from launch import pipeline, settings
+    from launch import pipeline, provenance, settings
     from launch.errors import UsageError
     from launch.signals import StopOnSignal, Stopped
     from launch.workdir import read_run_record
@@ -134,27 +137,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown ablation {', '.join(unknown)}; known: {', '.join(known)}.", file=sys.stderr)
         return 2
     main_config = read_run_record(args.main)
-    if main_config is None or not (args.main / "per_episode_accuracy.npz").exists():
+    if main_config is None or not all((args.main / name).exists() for name in ("results.json", "per_episode_accuracy.npz")):
         print(f"error: {args.main} holds no finished main run; run `python -m launch.main --workdir {args.main}` first.", file=sys.stderr)
         return 2
     if main_config.method != "metadiff":
         print(f"error: {args.main} is a {main_config.method} run; the ablations are of MetaDiff.", file=sys.stderr)
         return 2
     shots = list(settings.episode_specs(main_config))
+    try:
+        planned = {name: ablated_config(main_config, name) for name in names}
+        # Before any training: the main run and the finished ablations are paired as they are.
+        ran = [name for name in names if planned[name][1]]
+        reused = provenance.check_runs([args.main, *(args.workdir / name for name in ran if (args.workdir / name / "results.json").exists())], args.reuse)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if reused:
+        print(provenance.describe_reused(reused), flush=True)
     stopper = StopOnSignal()
     stopper.install()
-    ran = []
     for position, name in enumerate(names, start=1):
         workdir = args.workdir / name
-        try:
-            config, changed = ablated_config(main_config, name)
-        except UsageError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        config, changed = planned[name]
         if not changed:
             print(f"[ablation {position}/{len(names)}] {name}: skipped, the main run already has its settings", flush=True)
             continue
-        ran.append(name)
         if (workdir / "results.json").exists():
             print(f"[ablation {position}/{len(names)}] {name}: done earlier", flush=True)
             continue
@@ -171,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error in ablation {name}: {error}", file=sys.stderr)
             return 2
     rows = table(args.main, args.workdir, ran)
-    text = format_table(rows)
+    text = format_table(rows) + ("\n\n" + provenance.describe_reused(reused) if reused else "")
     args.workdir.mkdir(parents=True, exist_ok=True)
     (args.workdir / "ablations.md").write_text(text + "\n")
-    (args.workdir / "ablations.json").write_text(json.dumps(rows, indent=2))
+    (args.workdir / "ablations.json").write_text(json.dumps([{**row, "reused_runs": reused} for row in rows], indent=2))
     plots.paired_differences(rows, "Ablations against the main configuration").savefig(args.workdir / "ablations.png", dpi=110)
     print("\n" + text + f"\n\nWrote {args.workdir / 'ablations.md'}, ablations.json and ablations.png")
     return 0

@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 
+from launch import provenance
 from launch.errors import Irreproducible
 from launch.workdir import package_versions, write_text
 from metadiff_jax import evaluate, parallel, plots
@@ -123,6 +124,7 @@ def write(workdir: pathlib.Path, config, outcome: Outcome, identity: str, mesh) 
         # Wall seconds of each stage in the run that wrote this file (a stage restored from its checkpoint: its restore).
         "stage_seconds": outcome.stage_seconds,
         "config": json.loads(config.to_json()),
+        **provenance.made_by(config),
         "versions": package_versions(),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
     }

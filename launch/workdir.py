@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from launch import provenance
 from launch.errors import UsageError
 from metadiff_jax import parallel
 
@@ -135,7 +136,10 @@ def read_run_record(workdir: pathlib.Path):
 
 
 def check_run_identity(workdir: pathlib.Path, config) -> None:
-    """Refuses a workdir that holds another run (a different config), before anything is written to it."""
+    """Refuses a workdir that holds another run (a different config), before anything is written to it. Other
+    code is no other run: the run resumes, with a warning that its stages were made by two code versions."""
+    from launch.report import say  # launch.report imports this module
+
     recorded = read_run_record(workdir)
     if recorded is None:
         return
@@ -147,13 +151,18 @@ def check_run_identity(workdir: pathlib.Path, config) -> None:
             f"{workdir} holds another run: its config differs at {', '.join(differing)}. Nothing was changed. "
             "Use a new --workdir, or delete this one to start over."
         )
+    started_by = json.loads((workdir / "run.json").read_text()).get("code_version", provenance.NOT_RECORDED)
+    today = provenance.code_version()
+    if started_by != today:
+        say(f"[workdir] warning: {workdir} was started by code version {started_by}, today's is {today}: the stages done earlier stay as that code made them")
 
 
 def record_run(workdir: pathlib.Path, config) -> None:
+    """run.json: the config, when the run started, and the commit and code version that started it."""
     record = workdir / "run.json"
     if not record.exists():
         started = datetime.datetime.now().isoformat(timespec="seconds")
-        write_text(record, json.dumps({"config": json.loads(config.to_json()), "started": started}, indent=2))
+        write_text(record, json.dumps({"config": json.loads(config.to_json()), "started": started, **provenance.made_by(config)}, indent=2))
 
 
 def config_differences(a, b, prefix: str = ""):
