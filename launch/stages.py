@@ -174,18 +174,18 @@ def trained_denoiser(job: Job, name: str, shots: int, spec, features, overrides:
     progress = workdir.absolute() / "checkpoints" / f"{name}_{shots}shot_progress"
 
     def to_evaluate(final):
-        """The parameters tested: the final ones (the reference), or the EMA best on validation (always, for a
-        training stopped by its patience)."""
+        """(parameters, step) tested: the final ones (the reference), or the EMA best on validation (always, for
+        a training stopped by its patience)."""
         if config.metadiff.evaluate == "final" and training.patience is None:
-            return final["ema_params" if config.metadiff.evaluate_ema else "params"]
+            return final["ema_params" if config.metadiff.evaluate_ema else "params"], training.steps
         best, step = checkpoints.restore_best(str(progress), {"ema_params": params})
         why = "metadiff.evaluate = best" if training.patience is None else f"trained until {training.patience} validations passed without a better one"
         say(f"[{label}] evaluating the EMA parameters of step {step}, the best on validation ({why})")
-        return best["ema_params"]
+        return best["ema_params"], step
 
     if training.steps == 0:
         say(f"[{label}] metadiff.steps = 0: evaluating the untrained denoiser")
-        return train.TrainedDenoiser(model, noise, params, np.zeros((0,), np.float32), sample_task, 0, evaluator)
+        return train.TrainedDenoiser(model, noise, params, np.zeros((0,), np.float32), sample_task, 0, evaluator, 0)
 
     def meta_train():
         policy = settings.checkpoint_policy(config, progress, _made_from(config, features["train"].identity, shots))
@@ -219,7 +219,8 @@ def trained_denoiser(job: Job, name: str, shots: int, spec, features, overrides:
 
     requirement = f"{DENOISER_TRAININGS.get(name, name)} {shots}-shot training"
     final = restore_or_train(job, f"{name}_{shots}shot", {"params": params, "ema_params": params}, meta_train, label, requirement)
-    return train.TrainedDenoiser(model, noise, to_evaluate(final), np.load(losses_path), sample_task, training.steps, evaluator)
+    tested, tested_step = to_evaluate(final)
+    return train.TrainedDenoiser(model, noise, tested, np.load(losses_path), sample_task, training.steps, evaluator, tested_step)
 
 
 def baseline(job: Job, shots: int, spec, splits):
@@ -334,7 +335,7 @@ def evaluate_metadiff(job: Job, outcome, shots: int, spec, features, plan, valid
     accuracies, per_step = trained.evaluator(trained.params, test, jax.random.PRNGKey(job.config.seed))
     outcome.add("metadiff", accuracies, spec, plan)
     validation_accuracy = float(trained.evaluator(trained.params, validation, jax.random.PRNGKey(job.config.seed))[0].mean())
-    outcome.choose(shots, "metadiff", {"steps": trained.steps}, validation_accuracy)
+    outcome.choose(shots, "metadiff", {"steps": trained.tested_step}, validation_accuracy)
     outcome.curves[f"metadiff {shots}-shot"] = per_step
 
 

@@ -4,17 +4,27 @@ samples (ANIL aside, below), so only the way the weights are found differs.
 
   prototypes   W = the support prototypes p (the classifier of Classifier-Baseline); nothing learned from
                base classes; always in the table.
+  prototypes_power
+               the prototypes of power-transformed features (Tukey's x -> x^beta, beta chosen on validation).
+  logistic     multinomial logistic regression on L2-normalised (optionally power-transformed) features, fit
+               to each support set (RFS-simple's classifier; its own linear classifier, not the cosine one).
   finetuned    p, then `steps` gradient steps of the cosine classifier's cross-entropy on the support set.
   ridge        W = p A + b, a linear map from an episode's K-shot prototype to its class mean, fit by ridge
                regression on base-class draws: the linear one-step learner.
-  anil         a linear head meta-learned with ANIL's second-order inner loop on the features (head only);
-               see anil_learner (its classifier is the linear head it adapts, not the cosine one).
+  anil         a linear head meta-learned with ANIL's second-order inner loop on the (L2-normalised)
+               features, trained until validation stops rising; see anil_learner (its classifier is the
+               linear head it adapts, not the cosine one).
   regressor    MetaDiff's own denoiser trained to map the support set straight to the class means, one
                forward pass, no diffusion (metadiff_jax/regressor.py): does diffusion itself add anything?
 
 RIVALS is the registry: name -> Rival(settings class, select function, row name). Every rival's
 hyperparameters are chosen on validation episodes by `select` and only the choice is scored on the test
 episodes. Adding a rival is a settings dataclass (its grid, with defaults), a select function and one entry.
+
+One rule for every learned row (MetaDiff, the regressor, ANIL): its training is scored on the first
+EARLY_STOPPING_EPISODES validation episodes at regular checks, stops after `patience` checks in a row
+without a new best, and the best state is tested; its learning rate is one more setting chosen on the
+validation episodes (a grid here, variants for MetaDiff: configs/ablations.py).
 """
 
 from __future__ import annotations
@@ -81,6 +91,139 @@ def weight_accuracies(weights, episodes, scale: float = 10.0) -> np.ndarray:
 def select_prototypes(context: RivalContext) -> Selected:
     """The prototype classifier: nothing to choose."""
     return select([{}], lambda _, e: evaluate.prototype_accuracies(e, context.spec.ways), context.validation, context.test)
+
+
+# Transforms of the frozen features, searched by the rows that offer them.
+
+
+def power_transform(features, exponent: float) -> np.ndarray:
+    """Tukey's ladder of powers, x -> sign(x) |x|^exponent (1 leaves the features as they are): pooled ReLU
+    features are non-negative and skewed, and a root makes them closer to Gaussian, which prototypes and
+    linear classifiers implicitly assume (Yang et al. 2021 found it stronger than their calibration at 5 shots)."""
+    features = np.asarray(features, np.float32)
+    if exponent == 1.0:
+        return features
+    return (np.sign(features) * np.abs(features) ** np.float32(exponent)).astype(np.float32)
+
+
+def unit_rows(features) -> np.ndarray:
+    """Each feature vector divided by its L2 norm (zero vectors stay zero)."""
+    features = np.asarray(features, np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), np.float32(1e-12))
+
+
+def transformed_episodes(episodes, transform: Callable[[np.ndarray], np.ndarray]):
+    """Feature episodes with `transform` applied to every support and query feature."""
+    return episodes._replace(support_features=transform(episodes.support_features), query_features=transform(episodes.query_features))
+
+
+def memoized(accuracies: Callable[[dict, object], np.ndarray], key: Callable[[dict], tuple]) -> Callable[[dict, object], np.ndarray]:
+    """`accuracies(candidate, episodes)` computed once per (key(candidate), episode set): candidates that share
+    a fit (several step counts read off one run) cost one."""
+    cache = {}
+
+    def cached(candidate, episodes):
+        index = (key(candidate), id(episodes))
+        if index not in cache:
+            cache[index] = accuracies(candidate, episodes)
+        return cache[index]
+
+    return cached
+
+
+@dataclasses.dataclass(frozen=True)
+class PowerPrototypeSettings:
+    # Searched; 1.0 is the plain prototype classifier. On the default dataset's features 1.0 won the grid
+    # (0.25 ... 1.0) at both shot counts, so the grid reaches past it.
+    exponents: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)
+
+    def __post_init__(self):
+        if not self.exponents or min(self.exponents) <= 0:
+            raise FieldError("exponents", f"must be one or more positive exponents, got {self.exponents}.")
+
+
+def select_power_prototypes(settings: PowerPrototypeSettings, context: RivalContext) -> Selected:
+    """The prototype classifier on power-transformed features, the exponent chosen on validation."""
+    accuracies = lambda c, e: evaluate.prototype_accuracies(transformed_episodes(e, lambda f: power_transform(f, c["exponent"])), context.spec.ways)
+    return select([{"exponent": float(b)} for b in settings.exponents], accuracies, context.validation, context.test)
+
+
+# Logistic regression on each episode's support set.
+
+
+@dataclasses.dataclass(frozen=True)
+class LogisticSettings:
+    # The L2 penalty lambda of mean cross-entropy + lambda ||W||^2 (the bias is not penalised), searched.
+    # scikit-learn's default C = 1 (RFS-simple's setting) is lambda = 1 / (2 n): 0.1 at 5-way 1-shot, 0.02 at 5-shot.
+    strengths: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    # Gradient steps of the fit, searched (all read off one run): few steps from zero are a shrunk fit, and 10
+    # won at 1 shot on the default dataset's features.
+    steps: tuple[int, ...] = (3, 10, 30, 100, 300, 1000)
+    power_exponents: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)  # features power-transformed before the L2 normalisation, searched
+    momentum: float = 0.9
+
+    def __post_init__(self):
+        if not self.strengths or min(self.strengths) < 0:
+            raise FieldError("strengths", f"must be one or more penalties of 0 or more, got {self.strengths}.")
+        if not self.steps or min(self.steps) < 1:
+            raise FieldError("steps", f"must be one or more step counts of at least 1, got {self.steps}.")
+        if not self.power_exponents or min(self.power_exponents) <= 0:
+            raise FieldError("power_exponents", f"must be one or more positive exponents, got {self.power_exponents}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise FieldError("momentum", f"must be in [0, 1), got {self.momentum}.")
+
+
+def logistic_regression_accuracies(support_features, support_labels, query_features, query_labels, ways: int, strength: float, steps, momentum: float = 0.9):
+    """Per-episode query accuracies `(len(steps), E)` of multinomial logistic regression on L2-normalised
+    features, fit to each support set by heavy-ball gradient descent from zero on mean cross-entropy +
+    strength ||W||^2 (bias unpenalised), read after each step count of `steps`.
+
+    Gradient descent from W = 0 keeps W in the span of the support features, W = A^T X, so the fit runs on
+    the `(n, n)` Gram matrix of the support: the primal's iterates exactly, at n^2 x ways a step instead of
+    n x d x ways. The step size 1 / (1 + 2 strength) is 1 / the loss's largest curvature: mean cross-entropy's
+    is at most 1/2 ||(x, 1)||^2 = 1 for unit features x.
+    """
+    steps = np.asarray(steps, np.int32)
+    support, query = jnp.asarray(unit_rows(support_features)), jnp.asarray(unit_rows(query_features))
+    targets = jax.nn.one_hot(jnp.asarray(support_labels), ways)
+    learning_rate = 1.0 / (1.0 + 2.0 * strength)
+
+    @jax.jit
+    def fit(support, targets, query, query_labels):
+        gram = jnp.einsum("end,emd->enm", support, support)
+        query_gram = jnp.einsum("eqd,emd->eqm", query, support)
+        shots = support.shape[1]
+
+        def step(carry, _):
+            coefficients, bias, velocity_coefficients, velocity_bias = carry
+            residual = jax.nn.softmax(jnp.einsum("enm,emw->enw", gram, coefficients) + bias[:, None], -1) - targets
+            velocity_coefficients = momentum * velocity_coefficients + residual / shots + 2.0 * strength * coefficients
+            velocity_bias = momentum * velocity_bias + residual.mean(axis=1)
+            coefficients = coefficients - learning_rate * velocity_coefficients
+            bias = bias - learning_rate * velocity_bias
+            logits = jnp.einsum("eqm,emw->eqw", query_gram, coefficients) + bias[:, None]
+            return (coefficients, bias, velocity_coefficients, velocity_bias), jnp.mean(jnp.argmax(logits, -1) == query_labels, axis=-1)
+
+        zeros = (jnp.zeros_like(targets), jnp.zeros(targets.shape[::2], targets.dtype))
+        _, accuracies = jax.lax.scan(step, (*zeros, *zeros), None, length=int(steps.max()))
+        return accuracies
+
+    return np.asarray(fit(support, targets, query, jnp.asarray(query_labels)))[steps - 1]
+
+
+def select_logistic(settings: LogisticSettings, context: RivalContext) -> Selected:
+    """Logistic regression fit to each support set; its penalty, steps and feature exponent chosen on validation."""
+
+    def fit(candidate, episodes):
+        episodes = transformed_episodes(episodes, lambda f: power_transform(f, candidate["power_exponent"]))
+        arrays = (episodes.support_features, episodes.support_labels, episodes.query_features, episodes.query_labels)
+        per_steps = logistic_regression_accuracies(*arrays, context.spec.ways, candidate["strength"], settings.steps, settings.momentum)
+        return dict(zip(settings.steps, per_steps))
+
+    fits = memoized(fit, lambda c: (c["power_exponent"], c["strength"]))
+    grid = itertools.product(settings.power_exponents, settings.strengths, settings.steps)
+    candidates = [{"power_exponent": float(b), "strength": float(lam), "steps": int(n)} for b, lam, n in grid]
+    return select(candidates, lambda c, e: fits(c, e)[c["steps"]], context.validation, context.test)
 
 
 # The fine-tuned cosine head.
@@ -168,19 +311,33 @@ def select_ridge(settings: RidgeSettings, context: RivalContext) -> Selected:
 
 # ANIL's head on the features.
 
+# Validation episodes (the first of the choice's) on which a learned row's training is checked for early
+# stopping: the count MetaDiff's checkpoints are scored on (configs/default.py's checkpoint.validation_episodes).
+EARLY_STOPPING_EPISODES = 100
+
 
 @dataclasses.dataclass(frozen=True)
 class AnilSettings:
-    inner_lrs: tuple[float, ...] = (0.1, 0.5, 2.0)  # searched: one meta-trained head per rate
+    # Searched, every pair: one meta-trained head each. On unit-norm features a head's logits move by about
+    # inner_lr / (ways x shots) a step, so useful inner rates are larger than on raw features.
+    inner_lrs: tuple[float, ...] = (1.0, 4.0, 16.0)
+    outer_lrs: tuple[float, ...] = (1e-3,)
     inner_steps: int = 10
-    outer_lr: float = 1e-3
-    steps: int = 2000  # outer steps
+    steps: int = 20_000  # outer steps at most
     meta_batch: int = 8  # episodes per outer step
+    normalize: bool = True  # L2-normalise the features first (False: the raw features, the choice before this key)
+    validate_every: int = 500  # outer steps between early-stopping checks
+    patience: int | None = 3  # checks without a new best before training stops (None: train every step, test the last)
 
     def __post_init__(self):
-        for name in ("inner_steps", "steps", "meta_batch"):
+        for name in ("inner_steps", "steps", "meta_batch", "validate_every"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be at least 1, got {getattr(self, name)}.")
+        if self.patience is not None and self.patience < 1:
+            raise FieldError("patience", f"must be at least 1 (or unset: train every step), got {self.patience}.")
+        for name in ("inner_lrs", "outer_lrs"):
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise FieldError(name, f"must be one or more positive rates, got {getattr(self, name)}.")
 
 
 class IdentityBackbone(nn.Module):
@@ -204,24 +361,52 @@ def anil_accuracies(learner: gradient.GradientMetaLearner, state, episodes) -> n
     return np.asarray(accuracy(*(jnp.asarray(a) for a in arrays)))
 
 
-def train_anil(learner: gradient.GradientMetaLearner, split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, steps: int, meta_batch: int, seed: int):
-    """ANIL's meta-training on feature episodes of the base classes; returns the final state."""
+def train_anil(
+    learner: gradient.GradientMetaLearner, split: ClassIndexedSplit, spec: episodes_lib.EpisodeSpec, steps: int, meta_batch: int, seed: int,
+    validation=None, validate_every: int = 500, patience: int | None = None,
+):
+    """ANIL's meta-training on feature episodes of the base classes; returns (state, step) of the state to test.
+
+    With `validation` (feature episodes) and `patience`, the state is scored every `validate_every` steps,
+    training stops after `patience` scores in a row without a new best, and the best state is returned;
+    otherwise the state after `steps` steps.
+    """
     state = learner.init(jax.random.PRNGKey(seed), np.zeros((1, split.images.shape[-1]), np.float32))
     step = jax.jit(learner.meta_train_step, donate_argnums=0)
-    for batch in itertools.islice(episodes_lib.episode_batches(split, spec, seed, meta_batch), steps):
+    best, best_state, best_step, since_best = -1.0, None, 0, 0
+    for index, batch in enumerate(itertools.islice(episodes_lib.episode_batches(split, spec, seed, meta_batch), steps), start=1):
         state, _ = step(state, (batch.support_images, batch.support_labels, batch.query_images, batch.query_labels))
-    return state
+        if validation is None or patience is None or index % validate_every:
+            continue
+        accuracy = float(anil_accuracies(learner, state, validation).mean())
+        if accuracy > best:
+            best, best_state, best_step, since_best = accuracy, jax.device_get(state), index, 0  # a copy: `state` is donated next step
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    return (state, steps) if best_state is None else (best_state, best_step)
 
 
 def select_anil(settings: AnilSettings, context: RivalContext) -> Selected:
-    """ANIL on the features, one meta-trained head per inner learning rate, the rate chosen on validation."""
+    """ANIL on the features, one meta-trained head per (inner, outer) learning rate, trained until its score on
+    the first EARLY_STOPPING_EPISODES validation episodes stops rising; the rates chosen on validation."""
+    transform = unit_rows if settings.normalize else np.asarray
+    split = dataclasses.replace(context.base_classes, images=transform(context.base_classes.images))
+    validation, test = (transformed_episodes(e, transform) for e in (context.validation, context.test))
+    stopping = jax.tree_util.tree_map(lambda a: a[:EARLY_STOPPING_EPISODES], validation)
     trained = {}
-    for inner_lr in settings.inner_lrs:
-        learner = anil_learner(context.spec.ways, settings.inner_steps, float(inner_lr), settings.outer_lr)
-        trained[float(inner_lr)] = (learner, train_anil(learner, context.base_classes, context.spec, settings.steps, settings.meta_batch, context.seed))
-    accuracies = lambda c, e: anil_accuracies(*trained[c["inner_lr"]], e)
-    selected = select([{"inner_lr": lr} for lr in trained], accuracies, context.validation, context.test)
-    choice = {**selected.choice, "inner_steps": settings.inner_steps, "outer_steps": settings.steps, "meta_batch": settings.meta_batch}
+    for inner_lr, outer_lr in itertools.product(settings.inner_lrs, settings.outer_lrs):
+        learner = anil_learner(context.spec.ways, settings.inner_steps, float(inner_lr), float(outer_lr))
+        state, tested_step = train_anil(
+            learner, split, context.spec, settings.steps, settings.meta_batch, context.seed, stopping, settings.validate_every, settings.patience
+        )
+        trained[(float(inner_lr), float(outer_lr))] = (learner, state, tested_step)
+    accuracies = lambda c, e: anil_accuracies(*trained[(c["inner_lr"], c["outer_lr"])][:2], e)
+    selected = select([{"inner_lr": i, "outer_lr": o} for i, o in trained], accuracies, validation, test)
+    tested_step = trained[(selected.choice["inner_lr"], selected.choice["outer_lr"])][2]
+    choice = {**selected.choice, "inner_steps": settings.inner_steps, "outer_steps": tested_step, "meta_batch": settings.meta_batch}
+    choice["normalize"] = settings.normalize
     return selected._replace(choice=choice)
 
 
@@ -235,25 +420,34 @@ class RegressorSettings:
     # regressor's validation accuracy peaks early (at 1,000 of 20,000 steps on the default dataset, both shot
     # counts) and then falls. None trains every step and tests the last (the choice before this key).
     patience: int | None = 3
+    # Searched: one regressor trained per rate (empty: MetaDiff's own learning rate only).
+    learning_rates: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.steps is not None and self.steps < 1:
             raise FieldError("steps", f"must be at least 1 (or unset: MetaDiff's), got {self.steps}.")
         if self.patience is not None and self.patience < 1:
             raise FieldError("patience", f"must be at least 1 (or unset: train every step), got {self.patience}.")
+        if self.learning_rates and min(self.learning_rates) <= 0:
+            raise FieldError("learning_rates", f"must be positive rates (or empty: MetaDiff's), got {self.learning_rates}.")
 
 
 def select_regressor(settings: RegressorSettings, context: RivalContext) -> Selected:
     """MetaDiff's denoiser, settings and targets trained with the regression objective (no query loss), read
-    in one forward pass."""
+    in one forward pass; one per learning rate of the grid, the rate chosen on validation."""
     if context.train_denoiser is None:
         raise ValueError("the regressor rival trains MetaDiff's denoiser: its RivalContext needs train_denoiser.")
     overrides = {"objective": "regression", "query_loss": query_loss.QueryLossConfig(), "patience": settings.patience}
     if settings.steps is not None:
         overrides["steps"] = settings.steps
-    trained = context.train_denoiser("regressor", overrides)
-    accuracies = lambda _, e: trained.evaluator(trained.params, e, jax.random.PRNGKey(context.seed))[0]
-    return select([{"steps": trained.steps}], accuracies, context.validation, context.test)
+    trained = {}
+    for learning_rate in settings.learning_rates or (None,):
+        # MetaDiff's own rate keeps the name "regressor" (its checkpoints in runs made before the grid).
+        rate = {} if learning_rate is None else {"learning_rate": float(learning_rate)}
+        trained[learning_rate] = context.train_denoiser("regressor" if learning_rate is None else f"regressor_lr{learning_rate:g}", {**overrides, **rate})
+    choice = lambda rate: {"steps": trained[rate].tested_step, **({} if rate is None else {"learning_rate": float(rate)})}
+    accuracies = lambda c, e: trained[c.get("learning_rate")].evaluator(trained[c.get("learning_rate")].params, e, jax.random.PRNGKey(context.seed))[0]
+    return select([choice(rate) for rate in trained], accuracies, context.validation, context.test)
 
 
 class Rival(NamedTuple):
@@ -266,6 +460,8 @@ class Rival(NamedTuple):
 
 
 RIVALS: dict[str, Rival] = {
+    "prototypes_power": Rival(PowerPrototypeSettings, select_power_prototypes, "prototypes_power"),
+    "logistic": Rival(LogisticSettings, select_logistic, "logistic"),
     "finetuned": Rival(FinetunedSettings, select_finetuned, "finetuned"),
     "ridge": Rival(RidgeSettings, select_ridge, "ridge"),
     "anil": Rival(AnilSettings, select_anil, "anil_features"),

@@ -115,9 +115,10 @@ def weights_reader(denoiser, schedule, config: TrainConfig, sampler_config: samp
 
 class TrainedDenoiser(NamedTuple):
     """A trained denoiser as the launch layer hands it on: the module, its noise schedule, the parameters to
-    read it with, the per-step training losses, its per-task weight function, the steps it trained, and
-    its evaluator (evaluate.make_evaluator of that function: one compiled program for all episode sets of
-    one size, the validation of checkpoints, the test and the choice on validation episodes alike)."""
+    read it with, the per-step training losses, its per-task weight function, the steps it trained, its
+    evaluator (evaluate.make_evaluator of that function: one compiled program for all episode sets of one
+    size, the validation of checkpoints, the test and the choice on validation episodes alike), and the
+    step whose parameters `params` are (the last, or the best on validation)."""
 
     denoiser: Any
     schedule: Any
@@ -126,6 +127,7 @@ class TrainedDenoiser(NamedTuple):
     sample_task: Callable
     steps: int
     evaluator: Callable
+    tested_step: int
 
 
 BLOCK_EPISODES = 128

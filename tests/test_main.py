@@ -23,7 +23,9 @@ TINY = [
 # The per-episode test accuracies of that run (configs/quick.py with TINY, under this suite's XLA flags). Made
 # before the library was refactored into registries (commit 4acfa4b), and again at commit 9dd8b92, whose CPU
 # convolution and pooling changed the features' rounding (two rows moved: anil_features, in 11 of 20 1-shot
-# and 2 of 20 5-shot episodes); a refactor that keeps the behaviour keeps them, to the bit.
+# and 2 of 20 5-shot episodes), and again when the rows prototypes_power and logistic were added and ANIL
+# moved to normalised features and a new inner-rate grid (anil_features moved in 18 + 18 episodes, every
+# other row the same to the bit); a refactor that keeps the behaviour keeps them, to the bit.
 GOLDEN = ROOT / "tests" / "golden" / "quick_tiny_per_episode_accuracy.npz"
 
 
@@ -55,7 +57,7 @@ def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
 
     results = json.loads((workdir / "results.json").read_text())
     rows = {(r["method"], r["shots"]): r for r in results["results"]}
-    methods = ("prototypes", "finetuned", "ridge", "anil_features", "regressor", "metadiff")
+    methods = ("prototypes", "prototypes_power", "logistic", "finetuned", "ridge", "anil_features", "regressor", "metadiff")
     assert set(rows) == {(method, k) for method in methods for k in (1, 5)}
     for row in rows.values():
         assert row["ways"] == 5 and row["episodes"] == 20 and 0 <= row["accuracy"] <= 1 and row["ci95"] >= 0
