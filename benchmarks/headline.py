@@ -1,8 +1,11 @@
 """The headline table: every feature-level row of the main job over several seeds, per seed and pooled.
 
-    python -m benchmarks.headline [--seeds 0,1,2] [--variants published,...] [--workdir runs/headline]
+    python -m benchmarks.headline [--seeds 0,1,2,3,4] [--variants published,learning_rate_3e4,learning_rate_1e3]
+        [--config configs/comparison.py] [--workdir runs/comparison] [--reuse]
 
-For each seed S this runs the main job (`configs/default.py --config.seed=S`) in <workdir>/seed<S>, then
+The defaults are the comparison of docs/findings.md: configs/comparison.py (every learned row's learning rate
+searched, one early-stopping rule for all) over 5 seeds, beside MetaDiff as published and MetaDiff's own
+learning-rate grid. For each seed S this runs the main job (`<config> --config.seed=S`) in <workdir>/seed<S>, then
 each variant (an entry of configs/ablations.py, run by `launch.ablate` against that seed's main run, on its
 backbone and features) in <workdir>/seed<S>_variants. The seed changes the backbone's pretraining, the
 rivals' draws and meta-training, and the denoisers' initialisation and episode stream; the 600 test
@@ -12,8 +15,10 @@ Every hyperparameter is chosen on validation episodes inside the main job (its r
 choice); the strongest rival of a seed is the non-diffusion row best on validation, and the pooled
 strongest rival the one with the best mean validation accuracy over seeds. Pooled rows average each test
 episode's accuracy over the seeds, then give mean +- 1.96 std / sqrt(episodes) over episodes; paired
-differences likewise, per episode. Writes benchmarks/results/headline.json (rows, with the commit),
-headline_per_episode.npz (every per-episode accuracy) and its section of BENCHMARKS.md.
+differences likewise, per episode, and beside each the per-seed differences and a t-interval over the seed
+means (seed_level_difference: the interval a conclusion about the method follows). Writes
+benchmarks/results/headline.json (rows, with the commit and command), headline_per_episode.npz (every
+per-episode accuracy) and its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import subprocess
 import sys
 
 import numpy as np
+import scipy.stats
 
 from benchmarks import report
 from launch import compare, provenance
@@ -89,16 +95,33 @@ def pooled_rows(per_seed: dict[int, dict], selected: dict[int, dict], ways: int)
             row = {"seed": "pooled", **evaluate.summarize(method, values, ways, int(shots), reference).row(), "paired_against": rival}
             row["validation_percent"] = round(100 * float(np.mean(validation[method])), 2) if method in validation else None
             row["seeds"] = len(per_seed)
+            if reference is not None:
+                row.update(seed_level_difference([p[key] - p[f"{rival}_{shots}shot"] for p in per_seed.values()]))
             rows.append(row)
     return rows
 
 
+def seed_level_difference(differences: list[np.ndarray]) -> dict:
+    """The paired difference with the seeds, not the episodes, as the sample: each seed's mean difference over
+    the test episodes, and a Student t-interval over those means (t at 0.975 with seeds - 1 degrees of freedom).
+
+    The pooled per-episode interval treats the trained models as fixed; this one asks what another seed's
+    backbone and training would give, and is the one a conclusion about the method should follow."""
+    means = np.array([np.mean(d) for d in differences], np.float64)
+    half_width = None
+    if len(means) > 1:
+        half_width = round(100 * float(scipy.stats.t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))), 2)
+    return {"per_seed_diff_points": [round(100 * float(m), 2) for m in means], "seed_t_ci95_points": half_width}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--variants", default="", help="comma-separated entries of configs/ablations.py to run beside the default")
-    parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
-    parser.add_argument("--config", default="configs/default.py")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument(
+        "--variants", default="published,learning_rate_3e4,learning_rate_1e3", help="comma-separated entries of configs/ablations.py to run beside the main run"
+    )
+    parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/comparison"))
+    parser.add_argument("--config", default="configs/comparison.py")
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run, e.g. rivals.anil.steps=100")
     parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")

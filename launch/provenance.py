@@ -2,7 +2,7 @@
 the check that aggregators pool only runs made by today's code (others only when told to reuse them).
 
 The code version is a hash of the tracked code, not of the commit: commits that change only outputs (results,
-the markdown files, docs) share it, and uncommitted code edits give another. Outside a git checkout (an
+the markdown files, docs) or the tests share it, and uncommitted code edits give another. Outside a git checkout (an
 installed copy, a machine without git) every identity here is "unknown".
 """
 
@@ -22,7 +22,10 @@ NOT_RECORDED = "not recorded"
 # What benchmarks write (results, their sections of the markdown files, figures): changes there are the
 # outputs of the run being recorded, not changes to the code that made them.
 OUTPUTS = ("benchmarks/results", "*.md", "docs")
-CODE = (".", *(f":(exclude){path}" for path in OUTPUTS))
+# Files that make no result: the tests (and their golden files) and CI's script. A test mended while a long
+# comparison runs leaves its runs today's.
+NOT_RESULTS_CODE = ("tests", ".ci")
+CODE = (".", *(f":(exclude){path}" for path in (*OUTPUTS, *NOT_RESULTS_CODE)))
 
 
 def git(root: pathlib.Path, *args: str, stdin: str = "") -> str | None:

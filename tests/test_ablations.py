@@ -86,3 +86,15 @@ def test_ablation_table_refuses_a_run_made_on_another_dataset(tmp_path):
     _fake_run(tmp_path / "suite" / "sampler_ddim_10", "metadiff", [0.6] * 4, dataset="kanjivg_glyphs/84px:2.0.0")
     with pytest.raises(SystemExit, match="was made on kanjivg_glyphs/84px:2.0.0"):
         ablate.table(tmp_path / "main", tmp_path / "suite", ["sampler_ddim_10"])
+
+
+def test_the_published_ablation_is_configs_papers_metadiff_on_the_main_runs_features():
+    """Applied to the default, `published` gives every metadiff.* key configs/paper.py has (scale, EMA, steps,
+    evaluation included), and nothing outside metadiff."""
+    from configs import default, paper
+    from launch import ablate
+
+    config, changed = ablate.ablated_config(default.get_config(), "published")
+    assert json.loads(config.metadiff.to_json()) == json.loads(paper.paper_config("mini_imagenet", "conv4").metadiff.to_json())
+    assert {"metadiff.unit_scale_targets", "metadiff.ema_decay", "metadiff.ema_start", "metadiff.steps", "metadiff.patience"} <= set(changed)
+    assert (config.metadiff.steps, config.metadiff.patience, config.metadiff.unit_scale_targets) == (30_000, None, False)

@@ -412,6 +412,14 @@ def test_headline_per_seed_and_pooled_statistics():
         assert (row["paired_diff_points"], row["paired_ci95_points"]) == paired, method
         validation = [VALIDATION[s][chosen[s] if method == "metadiff_chosen_on_validation" else method] for s in (0, 1)]
         assert row["validation_percent"] == round(100 * float(np.mean(validation)), 2)
+        if method == "ridge":
+            assert "per_seed_diff_points" not in row
+            continue
+        # Seed level: each seed's mean paired difference, and a t-interval over those 2 means (t = 12.706 at 1 degree of freedom).
+        of_seed = lambda s: np.array(ACCURACY[s][chosen[s] if method == "metadiff_chosen_on_validation" else method])
+        seed_means = [float(np.mean(of_seed(s) - ACCURACY[s]["ridge"])) for s in (0, 1)]
+        assert row["per_seed_diff_points"] == [round(100 * m, 2) for m in seed_means], method
+        assert row["seed_t_ci95_points"] == round(100 * 12.706205 * abs(seed_means[0] - seed_means[1]) / math.sqrt(2) / math.sqrt(2), 2), method
     # Averaging over seeds first is not pooling all 12 values: the CI would differ.
     twelve = np.concatenate([ACCURACY[s]["metadiff"] for s in (0, 1)])
     assert _stats(twelve)[1] != pooled["metadiff"]["ci95_percent"]

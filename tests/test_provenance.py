@@ -23,7 +23,8 @@ def checkout(tmp_path):
     root = tmp_path / "checkout"
     (root / "benchmarks" / "results").mkdir(parents=True)
     (root / "docs").mkdir()
-    for path in ("code.py", "BENCHMARKS.md", "docs/running.md", "benchmarks/results/a.json"):
+    (root / "tests").mkdir()
+    for path in ("code.py", "BENCHMARKS.md", "docs/running.md", "benchmarks/results/a.json", "tests/test_code.py"):
         (root / path).write_text("0\n")
     _git(root, "init", "-q")
     _git(root, "add", ".")
@@ -40,9 +41,9 @@ def _finished_run(path, **made_by):
 def test_code_version_is_kept_by_output_only_commits_and_changed_by_code_edits(checkout):
     first = provenance.code_version(checkout)
     assert len(first) == 12 and first != provenance.UNKNOWN
-    for path in ("BENCHMARKS.md", "docs/running.md", "benchmarks/results/a.json"):
+    for path in ("BENCHMARKS.md", "docs/running.md", "benchmarks/results/a.json", "tests/test_code.py"):
         (checkout / path).write_text("1\n")
-    assert provenance.code_version(checkout) == first  # outputs edited, not committed
+    assert provenance.code_version(checkout) == first  # outputs and tests edited, not committed: no result changes
     first_commit = provenance.commit(checkout)
     _git(checkout, "commit", "-qam", "results and docs")
     assert provenance.code_version(checkout) == first and provenance.commit(checkout) != first_commit
