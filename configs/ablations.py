@@ -37,10 +37,17 @@ def flattened(section, prefix: str) -> dict[str, Any]:
 
 
 def _paper_metadiff_keys() -> dict[str, Any]:
-    from configs import paper
+    from configs import default, paper
 
     # MetaDiff's settings are the same in every paper configuration (only data and backbone differ).
-    return flattened(paper.paper_config("mini_imagenet", "conv4").metadiff, "metadiff.")
+    keys = flattened(paper.paper_config("mini_imagenet", "conv4").metadiff, "metadiff.")
+    # Its training length and EMA start relative to the main run's steps, as the paper's are to the default's
+    # (30,000 and 2,000 against 20,000): the paper's own against the default's, and a short main run (the
+    # tests') gets a short published one.
+    default_steps = default.get_config().metadiff.steps
+    for key in ("metadiff.steps", "metadiff.ema_start"):
+        keys[key] = lambda main, paper_value=keys[key]: paper_value * main.metadiff.steps // default_steps
+    return keys
 
 
 paper_metadiff_keys = _paper_metadiff_keys()
@@ -50,7 +57,8 @@ ABLATIONS: dict[str, Ablation] = {
         "MetaDiff as published: every metadiff.* key of configs/paper.py (the reference's support gradient "
         "2K (W - p) as condition, W diffused from N(0, I), noise prediction, T = 1000, unrescaled features, EMA "
         "0.9999 from step 2,000, 30,000 outer steps, the deterministic DDPM mean from noise, the final EMA "
-        "parameters). Departures left: the main run's backbone and features, and its test episodes.",
+        "parameters; steps and EMA start scale with the main run's steps, 20,000 in the default). Departures "
+        "left: the main run's backbone and features, and its test episodes.",
         paper_metadiff_keys,
     ),
     "anchor_zero": Ablation(
