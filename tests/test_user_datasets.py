@@ -230,5 +230,5 @@ def test_quick_variant_of_each_paper_config_runs_end_to_end_on_fake_files(tmp_pa
     assert "[dataset] NOT the official release" in completed.stdout
     results = json.loads((workdir / "results.json").read_text())
     assert results["dataset"].startswith(config_file.rsplit("_", 1)[0])
-    methods = ("prototypes", "finetuned", "ridge", "anil_features", "regressor", "metadiff")
+    methods = ("prototypes", "prototypes_power", "logistic", "finetuned", "ridge", "anil_features", "regressor", "metadiff")
     assert {(r["method"], r["shots"], r["episodes"]) for r in results["results"]} == {(m, 1, 10) for m in methods}
