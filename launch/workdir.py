@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import os
 import pathlib
 import platform
 
@@ -28,7 +29,7 @@ def prepare_workdir(path: str) -> pathlib.Path:
     workdir = pathlib.Path(path)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test_{os.getpid()}"  # one per process: the processes of a multi-host run probe the same folder at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
