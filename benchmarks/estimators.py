@@ -1,6 +1,6 @@
 """Samplers as estimators on the default dataset: DDIM at 50 steps against the 1000-step DDPM mean, per seed.
 
-    python -m benchmarks.estimators [--seeds 0,1,2] [--workdir runs/headline]
+    python -m benchmarks.estimators [--seeds 0,1,2] [--workdir runs/headline] [--reuse]
 
 Needs `python -m benchmarks.headline` with the anchor_prototypes and anchor_prototypes_sees_prototypes
 variants done for those seeds. For each seed and each of three trained denoisers (the main run's, diffusing
@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from benchmarks import report
-from launch import compare
+from launch import compare, provenance
 from metadiff_jax import evaluate
 
 ESTIMATORS = ("sampler_ddim_50", "sampler_ddim_50_zero", "sampler_ddim_50_draws_8", "sampler_ddpm_stochastic")
@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
+    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     models = {
@@ -41,6 +42,9 @@ def main() -> None:
         "anchor_prototypes": lambda s: args.workdir / f"seed{s}_variants" / "anchor_prototypes",
         "anchor_prototypes_sees_prototypes": lambda s: args.workdir / f"seed{s}_variants" / "anchor_prototypes_sees_prototypes",
     }
+    to_read = [main_dir(s) for main_dir in models.values() for s in seeds]
+    to_read += [args.workdir / f"seed{s}_estimators" / model / name for model in models for s in seeds for name in ESTIMATORS]
+    reused = provenance.check_finished_runs(to_read, args.reuse)
     rows, pooled, per_episode = [], {}, {}
     for model, main_dir in models.items():
         for seed in seeds:
@@ -48,6 +52,7 @@ def main() -> None:
             if not (main / "results.json").exists():
                 raise SystemExit(f"error: {main} holds no finished run; run `python -m benchmarks.headline --variants anchor_prototypes` first.")
             command = [sys.executable, "-m", "launch.ablate", "--main", str(main), "--workdir", str(suite), "--only", ",".join(ESTIMATORS)]
+            command += ["--reuse"] if args.reuse else []
             print("$ " + " ".join(command), flush=True)
             subprocess.run(command, cwd=report.ROOT, check=True)
             results, accuracies = compare.load(main)
@@ -77,7 +82,9 @@ def main() -> None:
         "(W - p from N(p, I)), anchor_prototypes_sees_prototypes the default's (anchored, the condition also sees p). "
         "validation_percent: the same estimator on 600 validation episodes (where a choice between them is made). "
         "Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet. Runs: "
-        + json.dumps({m: [str(f(s)) for s in seeds] for m, f in models.items()}),
+        + json.dumps({m: [str(f(s)) for s in seeds] for m, f in models.items()})
+        + (". " + provenance.describe_reused(reused) if reused else ""),
+        full_rows=[{**row, "reused_runs": reused} for row in rows],
         per_episode=per_episode,
     )
 

@@ -1,6 +1,6 @@
 """How much room a per-class estimate of the class mean has on the default dataset's features, and where it is.
 
-    python -m benchmarks.headroom [--seeds 0,1,2] [--workdir runs/headline] [--episodes 600]
+    python -m benchmarks.headroom [--seeds 0,1,2] [--workdir runs/headline] [--episodes 600] [--reuse]
 
 Needs `python -m benchmarks.headline` done for those seeds (it reads each seed's cached features, scaled as
 the run scaled them, and the ridge strength the run chose on validation). MetaDiff's denoiser, like the ridge
@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks import report
 from benchmarks.memorization import split_features
-from launch import settings
+from launch import provenance, settings
 from launch.workdir import read_run_record
 from metadiff_jax import diffusion, evaluate, rivals
 from metadiff_jax.data import episodes
@@ -106,9 +106,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
     parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
     args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    reused = provenance.check_finished_runs([args.workdir / f"seed{seed}" for seed in seeds], args.reuse)
     rows, spread_rows, per_episode = [], [], {}
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in seeds:
         run = args.workdir / f"seed{seed}"
         config = read_run_record(run)
         if config is None or not (run / "results.json").exists():
@@ -148,8 +151,11 @@ def main() -> None:
         f"{EPISODE_SEED}) of the base classes and as many of the validation classes; cosine classifiers with the "
         "estimated weights; paired differences against prototypes on the same episodes, in points. Class means "
         "(ceiling) uses every render of the episode's classes. Renders of KanjiVG glyph stroke data, not Omniglot or "
-        "miniImageNet.\n\nSpread of each split's features (squared distances):\n\n" + spread_table,
-        full_rows=rows + spread_rows,
+        "miniImageNet."
+        + (" " + provenance.describe_reused(reused) if reused else "")
+        + "\n\nSpread of each split's features (squared distances):\n\n"
+        + spread_table,
+        full_rows=[{**row, "reused_runs": reused} for row in rows + spread_rows],
         per_episode=per_episode,
     )
 

@@ -1,6 +1,6 @@
 """A learned few-step sampler against the 1,000-step DDPM mean, on the default dataset's trained denoisers.
 
-    python -m benchmarks.learned_sampler [--seeds 0,1,2] [--select_seed 0] [--steps 5,10,25] [--workdir runs/samplers]
+    python -m benchmarks.learned_sampler [--seeds 0,1,2] [--select_seed 0] [--steps 5,10,25] [--workdir runs/samplers] [--reuse]
 
 For each seed S this reads the main run <workdir>/seed<S> (run first when missing: configs/default.py with
 --config.seed=S and the rivals finetuned and ridge), its trained MetaDiff (the default's denoiser, anchored
@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from benchmarks import report, trained_runs
+from launch import provenance
 from metadiff_jax import checkpoints, evaluate, learned_sampler, sampler
 
 
@@ -72,8 +73,10 @@ def main() -> None:
     parser.add_argument("--train_steps", type=int, default=1000)
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/samplers"))
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
+    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
     args = parser.parse_args()
     seeds = [args.select_seed] + [int(s) for s in args.seeds.split(",") if int(s) != args.select_seed]
+    reused = provenance.check_finished_runs([args.workdir / f"seed{seed}" for seed in seeds], args.reuse)
     steps = [int(k) for k in args.steps.split(",")]
     grid = [
         Candidate(method, float(rate), float(scale))
@@ -149,8 +152,8 @@ def main() -> None:
         "the noise's mean / from noise. Pooled: each episode averaged over the seeds first; `seed_diffs_points`: the per-seed "
         "paired differences, `seed_t95_points`: the 95 % t-interval over them. Renders of KanjiVG glyph stroke data, not "
         "Omniglot or miniImageNet. The choices and every searched setting's validation accuracy: "
-        "benchmarks/results/learned_sampler.json.",
-        full_rows=rows,
+        "benchmarks/results/learned_sampler.json." + (" " + provenance.describe_reused(reused) if reused else ""),
+        full_rows=[{**row, "reused_runs": reused} for row in rows],
         per_episode=per_episode,
     )
 

@@ -1,6 +1,7 @@
 """Is MetaDiff's failure memorization? Trained denoisers on the base classes they were trained on, and on new ones.
 
     python -m benchmarks.memorization [--seeds 0,1,2] [--workdir runs/headline] [--variants published,anchor_prototypes,anchor_prototypes_sees_prototypes]
+        [--reuse]
 
 Needs `python -m benchmarks.headline` (with those variants) done for those seeds. For the main run's
 denoiser and each variant's, 600 episodes of the BASE (train) classes it was trained on and 600 of the
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 
 from benchmarks import report
-from launch import settings, stages
+from launch import provenance, settings, stages
 from launch.workdir import read_run_record
 from metadiff_jax import checkpoints, evaluate, feature_splits, sampler
 from metadiff_jax import denoiser as denoiser_lib
@@ -42,10 +43,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
     parser.add_argument("--variants", default="published,anchor_prototypes,anchor_prototypes_sees_prototypes")
     parser.add_argument("--episodes", type=int, default=600)
+    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
     args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    runs_of = {int(s): {"default": args.workdir / f"seed{s}"} | {v: args.workdir / f"seed{s}_variants" / v for v in variants} for s in args.seeds.split(",")}
+    reused = provenance.check_finished_runs([run for runs in runs_of.values() for run in runs.values()], args.reuse)
     rows, per_episode = [], {}
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        runs = {"default": args.workdir / f"seed{seed}"} | {v: args.workdir / f"seed{seed}_variants" / v for v in args.variants.split(",") if v}
+    for seed, runs in runs_of.items():
         splits = None
         for name, run in runs.items():
             config = read_run_record(run)
@@ -76,7 +80,9 @@ def main() -> None:
         f"`python -m benchmarks.memorization --seeds {args.seeds} --variants {args.variants}`. Final EMA parameters of each "
         f"run's MetaDiff; {args.episodes} 5-way episodes of the base (train) classes and as many of the validation classes "
         "(episode seed 7), each sampled as the run samples; paired_diff against the prototype classifier on the same "
-        "episodes, in points. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet.",
+        "episodes, in points. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet."
+        + (" " + provenance.describe_reused(reused) if reused else ""),
+        full_rows=[{**row, "reused_runs": reused} for row in rows],
         per_episode=per_episode,
     )
 

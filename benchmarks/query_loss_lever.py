@@ -1,7 +1,7 @@
 """The query-loss lever on the default dataset: the default's trained denoiser fine-tuned with the diffusion
 loss plus a weighted query loss through K sampler steps, against the same fine-tuning without it.
 
-    python -m benchmarks.query_loss_lever [--seeds 0,1,2] [--select_seed 0] [--weights 0.01,0.1,1,10,100] [--steps 10,25,50]
+    python -m benchmarks.query_loss_lever [--seeds 0,1,2] [--select_seed 0] [--weights 0.01,0.1,1,10,100] [--steps 10,25,50] [--reuse]
 
 For each seed S it reads the main run <workdir>/seed<S> (run first when missing, as benchmarks.learned_sampler
 does) and fine-tunes its MetaDiff from the EMA parameters it tested, `--finetune_steps` more outer steps with
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from benchmarks import report, trained_runs
-from launch import settings
+from launch import provenance, settings
 from metadiff_jax import checkpoints, evaluate, sampler, train
 from metadiff_jax.query_loss import QueryLossConfig
 
@@ -66,8 +66,10 @@ def main() -> None:
     parser.add_argument("--finetune_steps", type=int, default=2000)
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/samplers"))
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
+    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
     args = parser.parse_args()
     seeds = [args.select_seed] + [int(s) for s in args.seeds.split(",") if int(s) != args.select_seed]
+    reused = provenance.check_finished_runs([args.workdir / f"seed{seed}" for seed in seeds], args.reuse)
     grid = [(float(w), int(k)) for w in args.weights.split(",") for k in args.steps.split(",")]
     chosen, rows, per_episode, by_seed, on_validation = {}, [], {}, {}, {}
     for seed in seeds:
@@ -145,8 +147,9 @@ def main() -> None:
         "the K chosen steps of it (the sampler the query loss ran through), on the run's 600 test episodes (5-way, 15 queries a class); paired_diff "
         "against the seed's strongest rival on validation (`rival`), vs_default against the run's own MetaDiff, in points. "
         "Pooled: each episode averaged over the seeds first; `seed_diffs_points`: per-seed differences against the default, "
-        "`seed_t95_points`: the 95 % t-interval over them. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet.",
-        full_rows=rows,
+        "`seed_t95_points`: the 95 % t-interval over them. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet."
+        + (" " + provenance.describe_reused(reused) if reused else ""),
+        full_rows=[{**row, "reused_runs": reused} for row in rows],
         per_episode=per_episode,
     )
 

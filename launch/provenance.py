@@ -102,3 +102,17 @@ def describe_reused(runs: list[dict]) -> str:
     """One line naming the runs reused from other code, for printed output and notes."""
     listed = "; ".join(f"{run['path']} (commit {run['commit']}, code_version {run['code_version']})" for run in runs)
     return f"Reused runs made by other code (--reuse): {listed}."
+
+
+def check_finished_runs(run_dirs, reuse: bool, root: pathlib.Path = ROOT) -> list[dict]:
+    """`check_runs` for an aggregator's command line, over those of `run_dirs` that hold a results.json (the
+    others are yet to run, by today's code): a refusal exits with its message, and the runs reused are printed
+    before any work, so a long command that pools them says so from its start."""
+    finished = [path for path in map(pathlib.Path, run_dirs) if (path / "results.json").exists()]
+    try:
+        reused = check_runs(finished, reuse, root)
+    except UsageError as error:
+        raise SystemExit(f"error: {error}") from None
+    if reused:
+        print(describe_reused(reused), flush=True)
+    return reused

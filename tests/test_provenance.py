@@ -130,6 +130,22 @@ def test_headline_and_the_ablation_suite_refuse_finished_runs_of_other_code_befo
     assert not (tmp_path / "suite").exists()
 
 
+def test_check_finished_runs_exits_naming_a_run_of_other_code_and_prints_the_runs_it_reuses(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(provenance, "code_version", lambda root=provenance.ROOT: "feedfacecafe")
+    same = _finished_run(tmp_path / "same", commit="abc", code_version="feedfacecafe")
+    other = _finished_run(tmp_path / "other", commit="def", code_version="0123456789ab")
+    (tmp_path / "unfinished").mkdir()
+    # Folders without a results.json are yet to run, by today's code: neither refused nor listed.
+    runs = [same, other, tmp_path / "unfinished", tmp_path / "missing"]
+    with pytest.raises(SystemExit) as refused:
+        provenance.check_finished_runs(runs, reuse=False)
+    message = str(refused.value.code)
+    assert message.startswith("error: 1 finished run(s)") and f"{other}: commit def, code_version 0123456789ab" in message and "--reuse" in message
+    assert capsys.readouterr().out == ""
+    assert provenance.check_finished_runs(runs, reuse=True) == [{"path": str(other), "commit": "def", "code_version": "0123456789ab"}]
+    assert capsys.readouterr().out == f"Reused runs made by other code (--reuse): {other} (commit def, code_version 0123456789ab).\n"
+
+
 def test_publish_records_the_command_commit_and_code_version_in_every_row(tmp_path, monkeypatch):
     from benchmarks import report
 
