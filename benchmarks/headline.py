@@ -1,6 +1,6 @@
 """The headline table: every feature-level row of the main job over several seeds, per seed and pooled.
 
-    python -m benchmarks.headline [--seeds 0,1,2,3,4] [--variants published,learning_rate_3e5,...,learning_rate_3e3]
+    python -m benchmarks.headline [--seeds 0,1,2,3,4] [--variants published,learning_rate_1e5,...,learning_rate_1e2]
         [--config configs/comparison.py] [--workdir runs/comparison] [--reuse]
 
 The defaults are the comparison of docs/findings.md: configs/comparison.py (every learned row's learning rate
@@ -117,7 +117,7 @@ def seed_level_difference(differences: list[np.ndarray]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    variants = "published,learning_rate_3e5,learning_rate_3e4,learning_rate_1e3,learning_rate_3e3"
+    variants = "published," + ",".join(f"learning_rate_{name}" for name in ("1e5", "3e5", "3e4", "1e3", "3e3", "1e2"))
     parser.add_argument("--variants", default=variants, help="comma-separated entries of configs/ablations.py to run beside the main run")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/comparison"))
     parser.add_argument("--config", default="configs/comparison.py")

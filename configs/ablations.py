@@ -184,7 +184,7 @@ ABLATIONS.update(
             "early stopping on validation, as the main run's).",
             {**DEFAULT_DENOISER, "metadiff.learning_rate": rate},
         )
-        for name, rate in (("3e5", 3e-5), ("3e4", 3e-4), ("1e3", 1e-3), ("3e3", 3e-3))
+        for name, rate in (("1e5", 1e-5), ("3e5", 3e-5), ("3e4", 3e-4), ("1e3", 1e-3), ("3e3", 3e-3), ("1e2", 1e-2))
     }
 )
 

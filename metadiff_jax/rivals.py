@@ -30,6 +30,7 @@ validation episodes (a grid here, variants for MetaDiff: configs/ablations.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any, Callable, NamedTuple
 
@@ -357,11 +358,16 @@ def anil_learner(ways: int, inner_steps: int, inner_lr: float, outer_lr: float) 
     return gradient.GradientMetaLearner(IdentityBackbone(), ways, config)
 
 
+@functools.lru_cache(maxsize=32)
+def _episode_accuracies(learner: gradient.GradientMetaLearner):
+    """One compiled accuracy per learner, the state an argument: early stopping scores many states of one learner."""
+    return jax.jit(jax.vmap(learner.query_accuracy, in_axes=(None, 0, 0, 0, 0)))
+
+
 def anil_accuracies(learner: gradient.GradientMetaLearner, state, episodes) -> np.ndarray:
     """Per-episode query accuracy of ANIL on feature episodes, vmapped (a linear head: no convolutions)."""
-    accuracy = jax.jit(jax.vmap(lambda s, sy, q, qy: learner.query_accuracy(state, s, sy, q, qy)))
     arrays = (episodes.support_features, episodes.support_labels, episodes.query_features, episodes.query_labels)
-    return np.asarray(accuracy(*(jnp.asarray(a) for a in arrays)))
+    return np.asarray(_episode_accuracies(learner)(state, *(jnp.asarray(a) for a in arrays)))
 
 
 def train_anil(
