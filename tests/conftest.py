@@ -1,5 +1,8 @@
-"""Shared fixtures: the small glyph dataset, built once per test run in a temporary folder."""
+"""Shared fixtures: the small glyph dataset, built once per test run in a temporary folder, whichever worker asks first."""
 
+import contextlib
+import fcntl
+import functools
 import os
 import pathlib
 import shutil
@@ -22,10 +25,33 @@ import pytest  # noqa: E402
 from metadiff_jax.data import datasets  # noqa: E402
 
 
+@contextlib.contextmanager
+def _made_once(tmp_path_factory, worker_id: str, name: str):
+    """(folder, fresh): a folder of this test session shared by its pytest-xdist workers, to be filled by the
+    caller when `fresh`. The first worker to ask fills it holding a lock; the others wait, then read it. A
+    session fixture is otherwise made once per worker: twice over on the 2-core VM the suite is timed on."""
+    basetemp = tmp_path_factory.getbasetemp()
+    folder = (basetemp if worker_id == "master" else basetemp.parent) / name
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = folder.with_name(f"{name}.made")
+        fresh = not made.exists()
+        folder.mkdir(exist_ok=True)
+        yield folder, fresh
+        made.touch()  # only once filled: a caller that failed leaves it to the next
+
+
 @pytest.fixture(scope="session")
-def small_data_dir(tmp_path_factory) -> pathlib.Path:
-    data_dir = tmp_path_factory.mktemp("tfds")
-    datasets.build("kanjivg_glyphs", "small", data_dir, workers=2)
+def made_once(tmp_path_factory, worker_id):
+    """`with made_once(name) as (folder, fresh):` fill `folder` when `fresh`; see _made_once."""
+    return functools.partial(_made_once, tmp_path_factory, worker_id)
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(made_once) -> pathlib.Path:
+    with made_once("tfds") as (data_dir, fresh):
+        if fresh:
+            datasets.build("kanjivg_glyphs", "small", data_dir, workers=2)
     return data_dir
 
 

@@ -41,12 +41,19 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A main job run from nothing (the dataset missing too): (workdir, data dir, the completed process)."""
-    root = tmp_path_factory.mktemp("main")
-    workdir, data = root / "run", root / "data"
-    return workdir, data, run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
+@pytest.fixture(scope="session")
+def finished_run(made_once):
+    """A main job run from nothing (the dataset missing too): (workdir, data dir, the completed process).
+
+    Made once per test session (conftest's made_once), the suite's longest setup. Reading it beside a test's
+    rerun in the same workdir is safe: the job writes each output whole or not at all.
+    """
+    with made_once("finished_run") as (root, fresh):
+        workdir, data, record = root / "run", root / "data", root / "process.json"
+        if fresh:
+            made = run_main("--workdir", str(workdir), f"--config.dataset.data_dir={data}", *TINY)
+            record.write_text(json.dumps({"args": made.args, "returncode": made.returncode, "stdout": made.stdout, "stderr": made.stderr}))
+    return workdir, data, subprocess.CompletedProcess(**json.loads(record.read_text()))
 
 
 def test_main_job_end_to_end_then_a_rerun_skips_every_stage(finished_run):
