@@ -4,11 +4,13 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from test_main import TINY, run_main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,12 +41,24 @@ def _signal_when(line_start: str, args: list[str], signum=signal.SIGTERM) -> tup
     return process.returncode, "".join(out) + rest, err
 
 
-def test_sigterm_in_meta_training_saves_and_the_rerun_ends_as_an_uninterrupted_run(small_data_dir, tmp_path):
-    # The signal lands while the loop compiles or runs; either way the loop stops after its step in progress.
-    steps = "--config.metadiff.steps=300"
-    straight = run_main(*_args(small_data_dir, tmp_path / "straight", steps))
-    assert straight.returncode == 0, straight.stderr[-3000:]
+# Long enough that a signal sent when meta-training starts lands inside it.
+STEPS = "--config.metadiff.steps=300"
 
+
+@pytest.fixture(scope="module")
+def straight_run(made_once, small_data_dir) -> pathlib.Path:
+    """A run never interrupted, made once per session: the reference the stopped run must end equal to, and
+    (copied) the finished run the damaged-file tests break."""
+    with made_once("preemption_straight_run") as (folder, fresh):
+        if fresh:
+            completed = run_main(*_args(small_data_dir, folder / "run", STEPS))
+            assert completed.returncode == 0, completed.stderr[-3000:]
+    return folder / "run"
+
+
+def test_sigterm_in_meta_training_saves_and_the_rerun_ends_as_an_uninterrupted_run(small_data_dir, straight_run, tmp_path):
+    # The signal lands while the loop compiles or runs; either way the loop stops after its step in progress.
+    steps = STEPS
     returncode, _, err = _signal_when("[metadiff 1-shot] meta-training", _args(small_data_dir, tmp_path / "stopped", steps))
     assert returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "stopped by SIGTERM at meta-training step" in err and "Run the same command to resume." in err
@@ -54,10 +68,10 @@ def test_sigterm_in_meta_training_saves_and_the_rerun_ends_as_an_uninterrupted_r
     resumed = run_main(*_args(small_data_dir, tmp_path / "stopped", steps))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from the checkpoint of step {step}" in resumed.stdout and "[pretrain] done earlier" in resumed.stdout
-    a, b = (np.load(tmp_path / name / "per_episode_accuracy.npz") for name in ("straight", "stopped"))
+    a, b = (np.load(run / "per_episode_accuracy.npz") for run in (straight_run, tmp_path / "stopped"))
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    np.testing.assert_array_equal(np.load(tmp_path / "straight" / "metadiff_1shot_losses.npy"), np.load(tmp_path / "stopped" / "metadiff_1shot_losses.npy"))
+    np.testing.assert_array_equal(np.load(straight_run / "metadiff_1shot_losses.npy"), np.load(tmp_path / "stopped" / "metadiff_1shot_losses.npy"))
 
     # eval: the finished run evaluated again, with its own config, reproduces its results.json exactly.
     again = subprocess.run(
@@ -86,7 +100,7 @@ def test_a_signal_outside_meta_training_stops_at_once_keeping_finished_stages(sm
     assert resumed.returncode == 0 and "[pretrain] done earlier" in resumed.stdout
 
 
-def test_eval_of_an_unfinished_run_and_damaged_files_are_clear_errors(small_data_dir, tmp_path):
+def test_eval_of_an_unfinished_run_and_damaged_files_are_clear_errors(small_data_dir, straight_run, tmp_path):
     no_run = subprocess.run(
         [sys.executable, "-m", "launch.main", "eval", "--workdir", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -95,19 +109,18 @@ def test_eval_of_an_unfinished_run_and_damaged_files_are_clear_errors(small_data
 
     # (That a run from nothing repeats exactly is checked above: the stopped-and-resumed run equals the straight one.)
     workdir = tmp_path / "run"
-    first = run_main(*_args(small_data_dir, workdir))
-    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(straight_run, workdir)  # a finished run of its own to damage
     (cache,) = (workdir / "features").glob("*.npz")
     original = cache.read_bytes()
 
     cache.write_bytes(original[: len(original) // 2])  # truncated
-    damaged = run_main(*_args(small_data_dir, workdir))
+    damaged = run_main(*_args(small_data_dir, workdir, STEPS))
     assert damaged.returncode == 2 and f"feature cache {cache} is damaged" in damaged.stderr and f"Delete {cache}" in damaged.stderr
 
     with np.load(_restore(cache, original)) as data:  # a cache whose content was made for another backbone
         arrays = {name: data[name] for name in data.files}
     np.savez(cache, **{**arrays, "cache_key": np.array("0123456789abcdef")})
-    stale = run_main(*_args(small_data_dir, workdir))
+    stale = run_main(*_args(small_data_dir, workdir, STEPS))
     assert stale.returncode == 2 and "no longer matches its backbone: it was made for key 0123456789abcdef" in stale.stderr
 
     _restore(cache, original)
