@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/image_baselines"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every baseline run")
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     reused = provenance.check_finished_runs([args.main, *(args.workdir / method for method in args.methods.split(","))], args.reuse)
     main_results, main_accuracies = compare.load(args.main)
@@ -87,9 +87,8 @@ def main() -> None:
         "trained until validation accuracy stopped rising (100 validation episodes every 250 outer steps, patience 4) and "
         "tested at its best step on validation; test-time batch norm uses the query batch's statistics (transductive, as in "
         "MAML's paper). Paired per episode, on the same 600 test episodes, against the main run's MetaDiff and its strongest "
-        "rival on validation. minutes_this_call counts only this call's work (0 when the run was finished earlier)."
-        + (" " + provenance.describe_reused(reused) if reused else ""),
-        full_rows=[{**row, "reused_runs": reused} for row in rows],
+        "rival on validation. minutes_this_call counts only this call's work (0 when the run was finished earlier).",
+        reused=reused,
         per_episode=per_episode,
     )
 

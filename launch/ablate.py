@@ -24,6 +24,8 @@ import json
 import pathlib
 import sys
 
+from launch import provenance
+
 # Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
 EVALUATION_KEYS = {
     "metadiff.sampler.method", "metadiff.sampler.steps", "metadiff.sampler.start", "metadiff.sampler.draws", "metadiff.evaluate_ema", "metadiff.evaluate"
@@ -118,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--main", type=pathlib.Path, required=True, help="a finished main run (python -m launch.main) to ablate")
     parser.add_argument("--workdir", type=pathlib.Path, required=True, help="where the ablations run and the table is written")
     parser.add_argument("--only", default="", help="comma-separated ablation names (default: every entry of configs/ablations.py)")
-    parser.add_argument("--reuse", action="store_true", help="use a main run or finished ablations made by other code than today's (listed in the outputs)")
+    provenance.add_reuse_argument(parser, help="use a main run or finished ablations made by other code than today's (listed in the outputs)")
     args = parser.parse_args(argv)
-    from launch import pipeline, provenance, settings
+    from launch import pipeline, settings
     from launch.errors import UsageError
     from launch.signals import StopOnSignal, Stopped
     from launch.workdir import read_run_record
