@@ -106,7 +106,6 @@ DRY_IMAGE_LEARNERS = [
     "--config.baseline.validate_every=1",
     "--config.baseline.validation_episodes=4",
     "--config.episodes.test_episodes=4",
-    "--config.episodes.shots=(1,)",
 ]
 
 
