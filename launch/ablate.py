@@ -42,14 +42,14 @@ def ablated_config(main_config, name: str):
     """The main config with ablation `name` applied, and the keys it changed (none: the main configuration)."""
     from configs import ablations
     from launch.errors import UsageError
-    from launch.workdir import config_differences
+    from metadiff_jax import config_dict
 
     config = main_config.copy_and_resolve_references()
     try:
         ablations.apply(config, ablations.ABLATIONS[name], main_config)
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"ablation {name} does not fit the main run's config: {error}") from error
-    changed = sorted(config_differences(json.loads(main_config.to_json()), json.loads(config.to_json())))
+    changed = config_dict.differing_keys(json.loads(main_config.to_json()), json.loads(config.to_json()))
     outside = [key for key in changed if not key.startswith("metadiff.")]
     if outside:
         raise UsageError(f"ablation {name} changes {', '.join(outside)}; an ablation changes metadiff.* keys only.")

@@ -25,6 +25,27 @@ class FieldError(ValueError):
         super().__init__(f"{field} {problem}")
 
 
+def flattened(section, prefix: str = "") -> dict[str, object]:
+    """The dotted keys and values of a ConfigDict or nested dict (its subsections' keys too)."""
+    keys = {}
+    for name, value in section.items():
+        if hasattr(value, "items"):
+            keys.update(flattened(value, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = value
+    return keys
+
+
+def differing_keys(a, b) -> list[str]:
+    """The dotted keys whose values differ between two configs (ConfigDicts or nested dicts), or that only
+    one of them has, sorted."""
+    flat_a, flat_b = flattened(a), flattened(b)
+    return sorted(key for key in flat_a.keys() | flat_b.keys() if flat_a.get(key, _MISSING) != flat_b.get(key, _MISSING))
+
+
+_MISSING = object()
+
+
 def _field_types(cls) -> dict[str, object]:
     return typing.get_type_hints(cls)
 
