@@ -25,6 +25,21 @@ class FieldError(ValueError):
         super().__init__(f"{field} {problem}")
 
 
+def check_counts(settings, *names: str) -> None:
+    """FieldError for the first of the fields `names` (step counts, batch sizes) below 1."""
+    for name in names:
+        if getattr(settings, name) < 1:
+            raise FieldError(name, f"must be at least 1, got {getattr(settings, name)}.")
+
+
+def check_grid(settings, name: str, what: str, smallest: float = 0.0, inclusive: bool = False) -> None:
+    """FieldError unless the field `name` is a non-empty grid of values above `smallest` (or at it, when
+    `inclusive`); `what` names its values in the message ("positive rates", "penalties of 0 or more")."""
+    values = getattr(settings, name)
+    if not values or (min(values) < smallest if inclusive else min(values) <= smallest):
+        raise FieldError(name, f"must be one or more {what}, got {values}.")
+
+
 def flattened(section, prefix: str = "") -> dict[str, object]:
     """The dotted keys and values of a ConfigDict or nested dict (its subsections' keys too)."""
     keys = {}
