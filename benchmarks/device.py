@@ -9,11 +9,12 @@ Parts (`--parts`, comma-separated; all by default), in this order:
                   steps, the ResNet-12 84 px pretraining step in float32 and bfloat16, and the query-loss step
                   (BENCHMARKS.md's gpu_train_step, gpu_sampler, gpu_pretrain, gpu_query_loss sections)
   main_job        the default main job end to end on the built default dataset, each stage timed
-  image_learners  ProtoNet, MAML, first-order MAML, ANIL and Meta-SGD on the default dataset at 1 and 5 shots,
-                  the ten runs as parallel processes sharing the GPU, each trained to its stopping rule
-                  (validation stops rising) or until --learner-seconds, when the unfinished are stopped and
-                  saved (resumable) and reported with the steps they reached; per-episode test accuracies of
-                  the finished saved for the headline table (device_image_learners_per_episode.npz)
+  image_learners  ProtoNet, MAML, first-order MAML, ANIL and Meta-SGD on the default dataset at 1 and 5 shots
+                  (or the runs --learners names), as parallel processes sharing the GPU, each trained to its
+                  stopping rule (validation stops rising) or until --learner-seconds, when the unfinished are
+                  stopped and saved and reported with the steps they reached; per-episode test accuracies of
+                  the finished saved for the headline table (device_image_learners_per_episode.npz). The runs
+                  live in runs/device_image_learners/: a rerun resumes them
   mini_imagenet   configs/mini_imagenet_resnet12.py on full-size fake miniImageNet pickles (38,400 / 9,600 /
                   12,000 images of random pixels, the real format), one pretraining epoch and the rest of the
                   job, each stage timed, pretraining's images/s: the real path at scale
@@ -35,7 +36,11 @@ since the dataset builder lists its classes from them. There, with `carry: [".de
     tar xJf .device/kanjivg_site.tar.xz -C /tmp/site && \
     PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m benchmarks.device --data-dir .device/data --return-to $OUT --parts image_learners
 
-and here, `tar xzf <the returned device_results.tgz>` in the repository's root.
+and here, `tar xzf <the returned device_results.tgz>` in the repository's root. With image_learners,
+device_learner_runs.tgz comes back too: the run folders, checkpoints included. Unpacked in the repository's
+root, `python -m benchmarks.device --parts image_learners --data-dir .device/data --learners <the unfinished>
+--learner-seconds <as long as it takes>` resumes them on this machine (slowly: MAML's step is about a second
+here) or on the next lent GPU.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ from benchmarks import report
 
 PARTS = ("kernels", "main_job", "image_learners", "mini_imagenet")
 IMAGE_LEARNERS = ("protonet", "maml", "fomaml", "anil", "metasgd")
+# Where the image learners' runs live, in the repository (ignored by git): kept between calls on a warm GPU
+# machine, and returned with --return-to so that this machine can resume them.
+LEARNER_RUNS = "runs/device_image_learners"
 # What the GPU machine lacks (tensorflow-datasets and what it needs without TensorFlow, ml-collections,
 # tensorboardX), pinned as requirements.txt pins them where it names them.
 WHEELS = (
@@ -148,22 +156,23 @@ def main_job(data_dir: pathlib.Path, scratch: pathlib.Path, dry_run: bool) -> tu
     return stage_rows("main_job", results), {}
 
 
-def image_learners(data_dir: pathlib.Path, scratch: pathlib.Path, dry_run: bool, seconds: float) -> tuple[list[dict], dict]:
-    """The learners x shot counts as parallel `launch.main` processes on the one GPU (a Conv-4 episode step
-    leaves it mostly idle); after `seconds` the unfinished get SIGTERM, which saves them (a rerun resumes)."""
-    methods, shot_counts = (("protonet", "fomaml"), (1,)) if dry_run else (IMAGE_LEARNERS, (1, 5))
-    runs = [(method, shots) for method in methods for shots in shot_counts]
+def image_learners(
+    data_dir: pathlib.Path, learner_dir: pathlib.Path, runs: list[tuple[str, int]], dry_run: bool, seconds: float
+) -> tuple[list[dict], dict]:
+    """The (learner, shots) runs as parallel `launch.main` processes on the one GPU (a Conv-4 episode step
+    leaves it mostly idle), each in learner_dir/<method>_<shots>shot; after `seconds` the unfinished get
+    SIGTERM, which saves them: the same command, there or on any machine holding the folder, resumes them."""
     overrides = [f"--config.dataset.data_dir={data_dir}", *(["--config.dataset.config=small", *DRY_IMAGE_LEARNERS] if dry_run else [])]
     # Each process takes an equal share of the GPU's memory, not the 75 % JAX takes by default.
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / len(runs):.3f}"}
     processes = {}
     for method, shots in runs:
-        workdir = scratch / f"{method}_{shots}shot"
+        workdir = learner_dir / f"{method}_{shots}shot"
         command = [sys.executable, "-m", "launch.main", "--config", f"configs/baselines/{method}.py", "--workdir", str(workdir)]
         command += [*overrides, f"--config.episodes.shots=({shots},)"]
         print("$", " ".join(command), flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        log = (workdir / "log.txt").open("w")
+        log = (workdir / "log.txt").open("a")
         processes[method, shots] = (subprocess.Popen(command, cwd=report.ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log, workdir)
     deadline = time.perf_counter() + seconds
     while any(process.poll() is None for process, _, _ in processes.values()) and time.perf_counter() < deadline:
@@ -174,6 +183,19 @@ def image_learners(data_dir: pathlib.Path, scratch: pathlib.Path, dry_run: bool,
         process.wait()
         log.close()
     return learner_rows(runs, {run: workdir for run, (_, _, workdir) in processes.items()})
+
+
+def parse_learners(text: str) -> list[tuple[str, int]]:
+    """"maml:1,metasgd" -> [("maml", 1), ("metasgd", 1), ("metasgd", 5)]: a learner without shots runs both."""
+    runs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        method, _, shots = item.partition(":")
+        if method not in IMAGE_LEARNERS or shots not in ("", "1", "5"):
+            raise ValueError(f"unknown learner run {item!r}: give METHOD or METHOD:SHOTS, METHOD one of {', '.join(IMAGE_LEARNERS)}, SHOTS 1 or 5")
+        runs += [(method, int(count)) for count in ([shots] if shots else ("1", "5")) if (method, int(count)) not in runs]
+    if not runs:
+        raise ValueError("--learners names no run")
+    return runs
 
 
 def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict], dict]:
@@ -291,16 +313,28 @@ def kanjivg_site(archive: pathlib.Path) -> None:
     print(f"{archive}: {len(names)} characters' stroke paths, {archive.stat().st_size / 2**20:.1f} MiB")
 
 
-def return_published(written: list[pathlib.Path], folder: pathlib.Path) -> None:
-    """Packs the files the parts so far wrote into folder/device_results.tgz, each under its path in the
-    repository (benchmarks/results/..., BENCHMARKS.md), so that `tar xzf` in the repository's root puts them
-    in place. Written under a temporary name first: a command stopped mid-pack leaves the last whole one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / "device_results.tgz.partial"
+def pack(members: dict[str, pathlib.Path], archive: pathlib.Path) -> None:
+    """A .tgz of path -> its name inside, so that `tar xzf` in the repository's root puts each in place.
+    Written under a temporary name first: a command stopped mid-pack leaves the last whole one."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
     with tarfile.open(partial, "w:gz") as packed:
-        for path in sorted(set(written)):
-            packed.add(path, "BENCHMARKS.md" if path.name == "BENCHMARKS.md" else f"benchmarks/results/{path.name}")
-    partial.replace(folder / "device_results.tgz")
+        for name, path in sorted(members.items()):
+            packed.add(path, name)
+    partial.replace(archive)
+
+
+def return_published(written: list[pathlib.Path], folder: pathlib.Path) -> None:
+    """The files the parts so far wrote, under their paths in the repository (benchmarks/results/...,
+    BENCHMARKS.md), in folder/device_results.tgz."""
+    pack({"BENCHMARKS.md" if path.name == "BENCHMARKS.md" else f"benchmarks/results/{path.name}": path for path in written}, folder / "device_results.tgz")
+
+
+def return_learner_runs(learner_dir: pathlib.Path, folder: pathlib.Path) -> None:
+    """The learners' run folders, checkpoints included, in folder/device_learner_runs.tgz under
+    runs/device_image_learners/: unpacked here, the same command resumes the unfinished on this machine."""
+    files = [path for path in learner_dir.rglob("*") if path.is_file()]
+    pack({f"{LEARNER_RUNS}/{path.relative_to(learner_dir)}": path for path in files}, folder / "device_learner_runs.tgz")
 
 
 def main() -> None:
@@ -314,7 +348,15 @@ def main() -> None:
     parser.add_argument(
         "--learner-seconds", type=float, default=480, help="image_learners: wall seconds before the unfinished runs are stopped (saved, resumable) and reported"
     )
+    parser.add_argument(
+        "--learners",
+        help="image_learners: the runs, comma-separated METHOD or METHOD:SHOTS (default: all five at 1 and 5 shots; the dry run protonet:1,fomaml:1)",
+    )
     args = parser.parse_args()
+    try:
+        learner_runs = parse_learners(args.learners or ("protonet:1,fomaml:1" if args.dry_run else ",".join(IMAGE_LEARNERS)))
+    except ValueError as error:
+        parser.error(str(error))
     if args.prepare:
         prepare(args.data_dir or pathlib.Path.home() / "tensorflow_datasets")
         return
@@ -328,6 +370,7 @@ def main() -> None:
     timings, written = [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
+        learner_dir = (scratch if args.dry_run else report.ROOT) / LEARNER_RUNS
         for part in parts:
             start = time.perf_counter()
             if part == "kernels":
@@ -336,12 +379,14 @@ def main() -> None:
             else:
                 rows, per_episode = {
                     "main_job": lambda: main_job(args.data_dir, scratch, args.dry_run),
-                    "image_learners": lambda: image_learners(args.data_dir, scratch, args.dry_run, args.learner_seconds),
+                    "image_learners": lambda: image_learners(args.data_dir, learner_dir, learner_runs, args.dry_run, args.learner_seconds),
                     "mini_imagenet": lambda: mini_imagenet(scratch, args.dry_run),
                 }[part]()
                 written += publish(f"device_{part}", rows, per_episode, args.dry_run, out)
             if args.return_to:
                 return_published(written, args.return_to)
+                if part == "image_learners":
+                    return_learner_runs(learner_dir, args.return_to)
             timings.append((part, time.perf_counter() - start))
             print(f"[device] {part} took {timings[-1][1]:.0f} s", flush=True)
     print("[device] " + ", ".join(f"{part} {seconds:.0f} s" for part, seconds in timings) + (f"; dry run written to {out}" if args.dry_run else ""))

@@ -66,6 +66,18 @@ def test_bad_parts_and_a_missing_data_folder_are_named(tmp_path):
     assert unknown.returncode == 2 and "unknown part(s) warp_drive; known: kernels, main_job, image_learners, mini_imagenet" in unknown.stderr
     missing = dry_run("main_job", tmp_path)
     assert missing.returncode == 2 and "give --data-dir" in missing.stderr
+    learner = dry_run("image_learners", tmp_path, "--learners", "maml:3")
+    assert learner.returncode == 2 and "unknown learner run 'maml:3'" in learner.stderr
+
+
+def test_learner_runs_are_named_by_method_and_shots():
+    from benchmarks import device
+
+    assert device.parse_learners("maml:1, metasgd,maml:1") == [("maml", 1), ("metasgd", 1), ("metasgd", 5)]
+    assert len(device.parse_learners(",".join(device.IMAGE_LEARNERS))) == 10
+    for bad in ("", "reptile", "anil:2"):
+        with pytest.raises(ValueError):
+            device.parse_learners(bad)
 
 
 @pytest.mark.parametrize("wheel", ["tensorflow-datasets==", "ml-collections==", "tensorboardX=="])
@@ -142,3 +154,20 @@ def test_returned_results_unpack_to_their_places_in_the_repository(tmp_path):
     with tarfile.open(tmp_path / "out" / "device_results.tgz") as packed:
         assert sorted(packed.getnames()) == ["BENCHMARKS.md", *(f"benchmarks/results/{name}" for name in sorted(names[:2]))]
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["device_results.tgz"]
+
+
+def test_returned_learner_runs_unpack_where_a_rerun_resumes_them(tmp_path):
+    import tarfile
+
+    from benchmarks import device
+
+    runs = tmp_path / "runs"
+    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress" / "250").mkdir(parents=True)
+    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress" / "250" / "record").write_text("state")
+    (runs / "maml_1shot" / "run.json").write_text("{}")
+    device.return_learner_runs(runs, tmp_path / "out")
+    with tarfile.open(tmp_path / "out" / "device_learner_runs.tgz") as packed:
+        packed.extractall(tmp_path / "repository", filter="data")
+    unpacked = tmp_path / "repository" / device.LEARNER_RUNS / "maml_1shot"
+    assert (unpacked / "checkpoints" / "maml_1shot_progress" / "250" / "record").read_text() == "state"
+    assert (unpacked / "run.json").read_text() == "{}"
