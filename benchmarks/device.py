@@ -59,10 +59,9 @@ import zipfile
 
 import numpy as np
 
-from benchmarks import report
+from benchmarks import image_baselines, report
 
 PARTS = ("kernels", "main_job", "image_learners", "mini_imagenet")
-IMAGE_LEARNERS = ("protonet", "maml", "fomaml", "anil", "metasgd")
 # Where the image learners' runs live, in the repository (ignored by git): kept between calls on a warm GPU
 # machine, and returned with --return-to so that this machine can resume them.
 LEARNER_RUNS = "runs/device_image_learners"
@@ -167,9 +166,8 @@ def image_learners(
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / len(runs):.3f}"}
     processes = {}
     for method, shots in runs:
-        workdir = learner_dir / f"{method}_{shots}shot"
-        command = [sys.executable, "-m", "launch.main", "--config", f"configs/baselines/{method}.py", "--workdir", str(workdir)]
-        command += [*overrides, f"--config.episodes.shots=({shots},)"]
+        workdir = image_baselines.run_folder(learner_dir, method, shots)
+        command = image_baselines.learner_command(method, shots, workdir, overrides)
         print("$", " ".join(command), flush=True)
         workdir.mkdir(parents=True, exist_ok=True)
         log = (workdir / "log.txt").open("a")
@@ -183,19 +181,6 @@ def image_learners(
         process.wait()
         log.close()
     return learner_rows(runs, {run: workdir for run, (_, _, workdir) in processes.items()})
-
-
-def parse_learners(text: str) -> list[tuple[str, int]]:
-    """"maml:1,metasgd" -> [("maml", 1), ("metasgd", 1), ("metasgd", 5)]: a learner without shots runs both."""
-    runs = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        method, _, shots = item.partition(":")
-        if method not in IMAGE_LEARNERS or shots not in ("", "1", "5"):
-            raise ValueError(f"unknown learner run {item!r}: give METHOD or METHOD:SHOTS, METHOD one of {', '.join(IMAGE_LEARNERS)}, SHOTS 1 or 5")
-        runs += [(method, int(count)) for count in ([shots] if shots else ("1", "5")) if (method, int(count)) not in runs]
-    if not runs:
-        raise ValueError("--learners names no run")
-    return runs
 
 
 def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict], dict]:
@@ -354,7 +339,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     try:
-        learner_runs = parse_learners(args.learners or ("protonet:1,fomaml:1" if args.dry_run else ",".join(IMAGE_LEARNERS)))
+        learner_runs = image_baselines.parse_learners(args.learners or ("protonet:1,fomaml:1" if args.dry_run else ",".join(image_baselines.LEARNERS)))
     except ValueError as error:
         parser.error(str(error))
     if args.prepare:

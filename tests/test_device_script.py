@@ -70,16 +70,6 @@ def test_bad_parts_and_a_missing_data_folder_are_named(tmp_path):
     assert learner.returncode == 2 and "unknown learner run 'maml:3'" in learner.stderr
 
 
-def test_learner_runs_are_named_by_method_and_shots():
-    from benchmarks import device
-
-    assert device.parse_learners("maml:1, metasgd,maml:1") == [("maml", 1), ("metasgd", 1), ("metasgd", 5)]
-    assert len(device.parse_learners(",".join(device.IMAGE_LEARNERS))) == 10
-    for bad in ("", "reptile", "anil:2"):
-        with pytest.raises(ValueError):
-            device.parse_learners(bad)
-
-
 @pytest.mark.parametrize("wheel", ["tensorflow-datasets==", "ml-collections==", "tensorboardX=="])
 def test_the_wheels_named_for_the_gpu_machine_are_the_pinned_ones(wheel):
     from benchmarks import device
