@@ -58,14 +58,13 @@ def straight_run(made_once, small_data_dir) -> pathlib.Path:
 
 def test_sigterm_in_meta_training_saves_and_the_rerun_ends_as_an_uninterrupted_run(small_data_dir, straight_run, tmp_path):
     # The signal lands while the loop compiles or runs; either way the loop stops after its step in progress.
-    steps = STEPS
-    returncode, _, err = _signal_when("[metadiff 1-shot] meta-training", _args(small_data_dir, tmp_path / "stopped", steps))
+    returncode, _, err = _signal_when("[metadiff 1-shot] meta-training", _args(small_data_dir, tmp_path / "stopped", STEPS))
     assert returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "stopped by SIGTERM at meta-training step" in err and "Run the same command to resume." in err
     step = int(err.split("meta-training step ")[1].split(";")[0])
     assert (tmp_path / "stopped" / "checkpoints" / "metadiff_1shot_progress" / str(step)).is_dir()
 
-    resumed = run_main(*_args(small_data_dir, tmp_path / "stopped", steps))
+    resumed = run_main(*_args(small_data_dir, tmp_path / "stopped", STEPS))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming from the checkpoint of step {step}" in resumed.stdout and "[pretrain] done earlier" in resumed.stdout
     a, b = (np.load(run / "per_episode_accuracy.npz") for run in (straight_run, tmp_path / "stopped"))
