@@ -9,42 +9,62 @@ Parts (`--parts`, comma-separated; all by default), in this order:
                   steps, the ResNet-12 84 px pretraining step in float32 and bfloat16, and the query-loss step
                   (BENCHMARKS.md's gpu_train_step, gpu_sampler, gpu_pretrain, gpu_query_loss sections)
   main_job        the default main job end to end on the built default dataset, each stage timed
-  image_learners  ProtoNet, MAML, first-order MAML, ANIL and Meta-SGD on the default dataset at 1 and 5 shots,
-                  each trained to its stopping rule (validation stops rising); per-episode test accuracies
-                  saved for the headline table (device_image_learners_per_episode.npz)
+  image_learners  ProtoNet, MAML, first-order MAML, ANIL and Meta-SGD on the default dataset at 1 and 5 shots
+                  (or the runs --learners names), as parallel processes sharing the GPU, each trained to its
+                  stopping rule (validation stops rising) or until --learner-seconds, when the unfinished are
+                  stopped and saved and reported with the steps they reached; per-episode test accuracies of
+                  the finished saved for the headline table (device_image_learners_per_episode.npz). The runs
+                  live in runs/device_image_learners/: a rerun resumes them
   mini_imagenet   configs/mini_imagenet_resnet12.py on full-size fake miniImageNet pickles (38,400 / 9,600 /
                   12,000 images of random pixels, the real format), one pretraining epoch and the rest of the
                   job, each stage timed, pretraining's images/s: the real path at scale
 Each part writes benchmarks/results/device_<part>.json (the kernels part its four gpu_* files) and its
-section of BENCHMARKS.md, unless --dry-run, which writes only under --out.
+section of BENCHMARKS.md, unless --dry-run, which writes only under --out. With --return-to DIR, after each
+part everything published so far is packed into DIR/device_results.tgz, so a command stopped at its time
+limit still returns the parts it finished. A lent GPU's 15 minutes hold about one part per call: measured
+on an H200, the image learners' MAML and Meta-SGD were still rising after 470 s.
 
 The GPU machine's Python (3.12) has jax, flax, optax, orbax and chex but not tensorflow-datasets,
-ml-collections, tensorboardX or their needs, no package index and no KanjiVG: `--prepare` downloads those
-wheels for CPython 3.12 on x86-64 Linux into .device/wheels and copies the built default dataset into
-.device/data (together about 30 MiB; .device/ is ignored by git, the device tool's `carry` takes it).
-There, with `carry: [".device"]`:
+ml-collections, tensorboardX or their needs, no package index and no KanjiVG. `--prepare` fills .device/
+(ignored by git; the device tool's `carry` takes it, at most 64 MiB with the working tree): the wheels for
+CPython 3.12 on x86-64 Linux (promise, which has none, built here), tensorflow-datasets' wheel without the
+data files of its own dataset definitions (2.6 MB: the tree must fit), the built default dataset, and
+kanjivg_site.tar.xz: KanjiVG's stroke paths alone with its package record (2.3 MB, not the 22 MB wheel),
+since the dataset builder lists its classes from them. There, with `carry: [".device"]`:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/wheels/*.whl && \
-    PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m benchmarks.device --data-dir .device/data
+    tar xJf .device/kanjivg_site.tar.xz -C /tmp/site && \
+    PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m benchmarks.device --data-dir .device/data --return-to $OUT --parts image_learners
+
+and here, `tar xzf <the returned device_results.tgz>` in the repository's root. With image_learners,
+device_learner_runs.tgz comes back too: the run folders, checkpoints included. Unpacked in the repository's
+root, `python -m benchmarks.device --parts image_learners --data-dir .device/data --learners <the unfinished>
+--learner-seconds <as long as it takes>` resumes them on this machine (slowly: MAML's step is about a second
+here) or on the next lent GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
-from benchmarks import report
+from benchmarks import image_baselines, report
 
 PARTS = ("kernels", "main_job", "image_learners", "mini_imagenet")
-IMAGE_LEARNERS = ("protonet", "maml", "fomaml", "anil", "metasgd")
+# Where the image learners' runs live, in the repository (ignored by git): kept between calls on a warm GPU
+# machine, and returned with --return-to so that this machine can resume them.
+LEARNER_RUNS = "runs/device_image_learners"
 # What the GPU machine lacks (tensorflow-datasets and what it needs without TensorFlow, ml-collections,
 # tensorboardX), pinned as requirements.txt pins them where it names them.
 WHEELS = (
@@ -55,7 +75,6 @@ WHEELS = (
     "importlib_resources==7.1.0",
     "dm-tree",
     "immutabledict",
-    "promise",
     "simple-parsing",
     "docstring-parser",
     "tensorflow-metadata",
@@ -63,6 +82,15 @@ WHEELS = (
     "termcolor",
     "toml",
 )
+# Published as source only: built into a (pure-Python) wheel here.
+SOURCE_ONLY = ("promise==2.3",)
+# tensorflow-datasets' folders of dataset definitions: their data files (label lists, checksums, citations)
+# serve only those datasets, and leaving them out of the wheel keeps what travels under the device tool's 64 MiB.
+TFDS_DEFINITION_FOLDERS = (
+    "audio", "datasets", "image_classification", "object_detection", "question_answering", "rl_unplugged", "scripts",
+    "structured", "summarization", "text", "translate", "url_checksums", "video", "vision_language",
+)
+CARRY_LIMIT_MIB = 64
 # Tiny sizes for --dry-run: the same code paths, in seconds on a CPU. Of the rivals the dry run keeps the one
 # that trains (a denoiser, the regressor); the others run in the tests.
 DRY_RIVALS = "--config.rivals.rows=('regressor',)"
@@ -85,7 +113,6 @@ DRY_IMAGE_LEARNERS = [
     "--config.baseline.validate_every=1",
     "--config.baseline.validation_episodes=4",
     "--config.episodes.test_episodes=4",
-    "--config.episodes.shots=(1,)",
 ]
 
 
@@ -128,33 +155,60 @@ def main_job(data_dir: pathlib.Path, scratch: pathlib.Path, dry_run: bool) -> tu
     return stage_rows("main_job", results), {}
 
 
-def image_learners(data_dir: pathlib.Path, scratch: pathlib.Path, dry_run: bool) -> tuple[list[dict], dict]:
+def image_learners(
+    data_dir: pathlib.Path, learner_dir: pathlib.Path, runs: list[tuple[str, int]], dry_run: bool, seconds: float
+) -> tuple[list[dict], dict]:
+    """The (learner, shots) runs as parallel `launch.main` processes on the one GPU (a Conv-4 episode step
+    leaves it mostly idle), each in learner_dir/<method>_<shots>shot; after `seconds` the unfinished get
+    SIGTERM, which saves them: the same command, there or on any machine holding the folder, resumes them."""
+    overrides = [f"--config.dataset.data_dir={data_dir}", *(["--config.dataset.config=small", *DRY_IMAGE_LEARNERS] if dry_run else [])]
+    # Each process takes an equal share of the GPU's memory, not the 75 % JAX takes by default.
+    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / len(runs):.3f}"}
+    processes = {}
+    for method, shots in runs:
+        workdir = image_baselines.run_folder(learner_dir, method, shots)
+        command = image_baselines.learner_command(method, shots, workdir, overrides)
+        print("$", " ".join(command), flush=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        log = (workdir / "log.txt").open("a")
+        processes[method, shots] = (subprocess.Popen(command, cwd=report.ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log, workdir)
+    deadline = time.perf_counter() + seconds
+    while any(process.poll() is None for process, _, _ in processes.values()) and time.perf_counter() < deadline:
+        time.sleep(1)
+    for process, log, _ in processes.values():
+        if process.poll() is None:
+            process.terminate()
+        process.wait()
+        log.close()
+    return learner_rows(runs, {run: workdir for run, (_, _, workdir) in processes.items()})
+
+
+def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict], dict]:
+    """A row per (learner, shots): its test accuracy if it finished, else how far validation had got."""
     rows, per_episode = [], {}
-    dataset = ["--config.dataset.config=small"] if dry_run else []
-    # The dry run trains one of each kind (prototypes; the gradient family, which differ only in settings).
-    for method in ("protonet", "fomaml") if dry_run else IMAGE_LEARNERS:
-        workdir = scratch / method
-        results = run_job(
-            f"configs/baselines/{method}.py", workdir, [f"--config.dataset.data_dir={data_dir}", *dataset, *(DRY_IMAGE_LEARNERS if dry_run else [])]
-        )
-        with np.load(workdir / "per_episode_accuracy.npz") as accuracies:
-            per_episode.update({key: accuracies[key] for key in accuracies.files})
-        for result in results["results"]:
-            shots = result["shots"]
-            training = json.loads((workdir / f"{method}_{shots}shot_validation.json").read_text())
-            rows.append(
-                {
-                    "method": method,
-                    "dataset": results["dataset"],
-                    "shots": shots,
-                    "steps_run": training["steps_run"],
-                    "best_step": training["best_step"],
-                    "accuracy_pct": round(100 * result["accuracy"], 2),
-                    "ci95_pct": round(100 * result["ci95"], 2),
-                    "train_and_test_seconds": results["stage_seconds"][f"{method} {shots}-shot"],
-                }
-            )
-            print(rows[-1], flush=True)
+    for method, shots in runs:
+        workdir = workdirs[method, shots]
+        record_path = workdir / f"{method}_{shots}shot_validation.json"
+        training = json.loads(record_path.read_text()) if record_path.exists() else {"steps_run": 0, "validations_this_run": []}
+        best = max(training["validations_this_run"], key=lambda check: check["validation_accuracy"], default=None)
+        row = {
+            "method": method,
+            "shots": shots,
+            "finished": (workdir / "results.json").exists(),
+            "steps_run": training["steps_run"],
+            "best_step": training.get("best_step"),
+            "best_validation_pct": round(100 * best["validation_accuracy"], 2) if best else None,
+            "accuracy_pct": None,
+            "ci95_pct": None,
+        }
+        if row["finished"]:
+            results = json.loads((workdir / "results.json").read_text())
+            (result,) = results["results"]
+            row.update(accuracy_pct=round(100 * result["accuracy"], 2), ci95_pct=round(100 * result["ci95"], 2), dataset=results["dataset"])
+            with np.load(workdir / "per_episode_accuracy.npz") as accuracies:
+                per_episode[f"{method}_{shots}shot"] = accuracies[f"{method}_{shots}shot"]
+        rows.append(row)
+        print(row, flush=True)
     return rows, per_episode
 
 
@@ -183,34 +237,89 @@ def mini_imagenet(scratch: pathlib.Path, dry_run: bool) -> tuple[list[dict], dic
 
 
 def prepare(data_dir: pathlib.Path) -> None:
-    """Fills .device/: the wheels the GPU machine lacks (CPython 3.12, x86-64 Linux) and the built default dataset."""
+    """Fills .device/ with what the GPU machine lacks (module docstring) and checks that it travels."""
     folder = report.ROOT / ".device"
     wheels = folder / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28)] + ["--platform=manylinux2014_x86_64"]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--python-version=3.12",
-            "--implementation=cp",
-            *platforms,
-            "-d",
-            str(wheels),
-            *WHEELS,
-        ],
-        check=True,
-    )
+    pip = [sys.executable, "-m", "pip"]
+    target = ["--python-version=3.12", "--implementation=cp", *platforms]
+    subprocess.run([*pip, "download", "--no-deps", "--only-binary=:all:", *target, "-d", str(wheels), *WHEELS], check=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), *SOURCE_ONLY], check=True)
+    for wheel in wheels.glob("tensorflow_datasets-*.whl"):
+        strip_dataset_definitions(wheel)
     built = data_dir / "kanjivg_glyphs" / "mini_28px"
     if not built.is_dir():
         raise SystemExit(f"{built} is missing: build the default dataset first (python -m launch.main --config configs/default.py ...).")
     shutil.copytree(built, folder / "data" / "kanjivg_glyphs" / "mini_28px", dirs_exist_ok=True)
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    print(f"{folder}: {size / 2**20:.1f} MiB (the device tool carries at most 64 MiB with the working tree)")
+    kanjivg_site(folder / "kanjivg_site.tar.xz")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=report.ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    size = sum((report.ROOT / path).stat().st_size for path in tracked if path and (report.ROOT / path).is_file())
+    size += sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    print(f"{folder} and the tracked files: {size / 2**20:.1f} MiB (the device tool carries at most {CARRY_LIMIT_MIB} MiB)")
+    if size > CARRY_LIMIT_MIB * 2**20:
+        raise SystemExit(f"error: {size / 2**20:.1f} MiB would not travel; remove what .device/ holds beyond the above (an older dataset version?).")
+
+
+def strip_dataset_definitions(wheel: pathlib.Path) -> None:
+    """Rewrites the tensorflow-datasets wheel without the non-Python files of its dataset definitions."""
+    kept = wheel.with_suffix(".partial")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(kept, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            parts = entry.filename.split("/")
+            if len(parts) > 2 and parts[1] in TFDS_DEFINITION_FOLDERS and not entry.filename.endswith(".py"):
+                continue
+            target.writestr(entry, source.read(entry.filename))
+    kept.replace(wheel)
+
+
+def kanjivg_site(archive: pathlib.Path) -> None:
+    """KanjiVG as the dataset builder reads it on a machine that only loads the built dataset: each character's
+    stroke paths (glyph_render.stroke_paths_only) and the package's record, packed to unpack into site-packages."""
+    import importlib.metadata
+
+    from metadiff_jax.data import glyph_render
+
+    source = glyph_render.kanjivg_dir()
+    distribution = importlib.metadata.distribution("kanjivg")
+    info = f"kanjivg-{distribution.version}.dist-info"
+    with tempfile.TemporaryDirectory() as site:
+        site = pathlib.Path(site)
+        (site / source.name).mkdir()
+        names = [glyph_render.svg_path(source, codepoint).name for codepoint in glyph_render.list_codepoints(source)]
+        for name in names:
+            (site / source.name / name).write_text(glyph_render.stroke_paths_only((source / name).read_text(encoding="utf-8")), encoding="utf-8")
+        (site / info).mkdir()
+        (site / info / "METADATA").write_text(distribution.read_text("METADATA"))
+        (site / info / "RECORD").write_text("".join(f"{source.name}/{name},,\n" for name in names) + f"{info}/METADATA,,\n{info}/RECORD,,\n")
+        with tarfile.open(archive, "w:xz") as packed:
+            packed.add(site / source.name, source.name)
+            packed.add(site / info, info)
+    print(f"{archive}: {len(names)} characters' stroke paths, {archive.stat().st_size / 2**20:.1f} MiB")
+
+
+def pack(members: dict[str, pathlib.Path], archive: pathlib.Path) -> None:
+    """A .tgz of path -> its name inside, so that `tar xzf` in the repository's root puts each in place.
+    Written under a temporary name first: a command stopped mid-pack leaves the last whole one."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(partial, "w:gz") as packed:
+        for name, path in sorted(members.items()):
+            packed.add(path, name)
+    partial.replace(archive)
+
+
+def return_published(written: list[pathlib.Path], folder: pathlib.Path) -> None:
+    """The files the parts so far wrote, under their paths in the repository (benchmarks/results/...,
+    BENCHMARKS.md), in folder/device_results.tgz."""
+    pack({"BENCHMARKS.md" if path.name == "BENCHMARKS.md" else f"benchmarks/results/{path.name}": path for path in written}, folder / "device_results.tgz")
+
+
+def return_learner_runs(learner_dir: pathlib.Path, folder: pathlib.Path) -> None:
+    """The learners' run folders, checkpoints included, in folder/device_learner_runs.tgz under
+    runs/device_image_learners/: unpacked here, the same command resumes the unfinished on this machine."""
+    files = [path for path in learner_dir.rglob("*") if path.is_file()]
+    pack({f"{LEARNER_RUNS}/{path.relative_to(learner_dir)}": path for path in files}, folder / "device_learner_runs.tgz")
 
 
 def main() -> None:
@@ -220,7 +329,19 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on any machine (the small glyph dataset); results only under --out")
     parser.add_argument("--out", type=pathlib.Path, help="with --dry-run: where its json goes (default: a temporary folder)")
     parser.add_argument("--prepare", action="store_true", help="download the wheels and copy the built dataset into .device/, then stop")
+    parser.add_argument("--return-to", type=pathlib.Path, help="after each part, pack what it wrote into DIR/device_results.tgz (the device tool: $OUT)")
+    parser.add_argument(
+        "--learner-seconds", type=float, default=480, help="image_learners: wall seconds before the unfinished runs are stopped (saved, resumable) and reported"
+    )
+    parser.add_argument(
+        "--learners",
+        help="image_learners: the runs, comma-separated METHOD or METHOD:SHOTS (default: all five at 1 and 5 shots; the dry run protonet:1,fomaml:1)",
+    )
     args = parser.parse_args()
+    try:
+        learner_runs = image_baselines.parse_learners(args.learners or ("protonet:1,fomaml:1" if args.dry_run else ",".join(image_baselines.LEARNERS)))
+    except ValueError as error:
+        parser.error(str(error))
     if args.prepare:
         prepare(args.data_dir or pathlib.Path.home() / "tensorflow_datasets")
         return
@@ -231,21 +352,26 @@ def main() -> None:
     if {"main_job", "image_learners"} & set(parts) and args.data_dir is None:
         parser.error("main_job and image_learners read the built default dataset: give --data-dir (on the GPU machine, .device/data)")
     out = args.out or pathlib.Path(tempfile.mkdtemp(prefix="device_dry_run_"))
-    timings = []
+    timings, written = [], []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = pathlib.Path(scratch)
+        learner_dir = (scratch if args.dry_run else report.ROOT) / LEARNER_RUNS
         for part in parts:
             start = time.perf_counter()
             if part == "kernels":
                 for name, rows in kernels(args.dry_run).items():
-                    publish(name, rows, {}, args.dry_run, out)
+                    written += publish(name, rows, {}, args.dry_run, out)
             else:
                 rows, per_episode = {
                     "main_job": lambda: main_job(args.data_dir, scratch, args.dry_run),
-                    "image_learners": lambda: image_learners(args.data_dir, scratch, args.dry_run),
+                    "image_learners": lambda: image_learners(args.data_dir, learner_dir, learner_runs, args.dry_run, args.learner_seconds),
                     "mini_imagenet": lambda: mini_imagenet(scratch, args.dry_run),
                 }[part]()
-                publish(f"device_{part}", rows, per_episode, args.dry_run, out)
+                written += publish(f"device_{part}", rows, per_episode, args.dry_run, out)
+            if args.return_to:
+                return_published(written, args.return_to)
+                if part == "image_learners":
+                    return_learner_runs(learner_dir, args.return_to)
             timings.append((part, time.perf_counter() - start))
             print(f"[device] {part} took {timings[-1][1]:.0f} s", flush=True)
     print("[device] " + ", ".join(f"{part} {seconds:.0f} s" for part, seconds in timings) + (f"; dry run written to {out}" if args.dry_run else ""))
@@ -270,7 +396,8 @@ TITLES = {
         "GPU: image-level learners on the default dataset",
         "Conv-4 from scratch on image episodes of kanjivg_glyphs/mini_28px (renders of glyph stroke data), trained until "
         "validation stops rising (configs/default.py's baseline section), tested on the main job's 600 fixed test "
-        "episodes, accuracy +- 95% CI.",
+        "episodes, accuracy +- 95% CI. The ten runs share the GPU as parallel processes; a run not finished within "
+        "--learner-seconds has no accuracy, only the steps it reached and its best validation so far (100 episodes).",
     ),
     "device_mini_imagenet": (
         "GPU: the miniImageNet ResNet-12 path at full size, on fake files",
@@ -280,18 +407,22 @@ TITLES = {
 }
 
 
-def publish(name: str, rows: list[dict], per_episode: dict, dry_run: bool, out: pathlib.Path) -> None:
+def publish(name: str, rows: list[dict], per_episode: dict, dry_run: bool, out: pathlib.Path) -> list[pathlib.Path]:
+    """Writes the part's rows (a dry run: under `out` only); returns the files written."""
+    results = out if dry_run else report.ROOT / "benchmarks" / "results"
     if dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
         if per_episode:
             np.savez(out / f"{name}_per_episode.npz", **per_episode)
         print(f"[dry run] {name}: {len(rows)} rows", flush=True)
-        return
-    title, notes = TITLES[name]
-    report.publish(
-        name, rows, title, notes + " Made by `python -m benchmarks.device` on the lent GPU.", module="benchmarks.device", per_episode=per_episode or None
-    )
+    else:
+        title, notes = TITLES[name]
+        report.publish(
+            name, rows, title, notes + " Made by `python -m benchmarks.device` on the lent GPU.", module="benchmarks.device", per_episode=per_episode or None
+        )
+    written = [results / f"{name}.json", *([results / f"{name}_per_episode.npz"] if per_episode else [])]
+    return written + ([] if dry_run else [report.ROOT / "BENCHMARKS.md"])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     models = {
@@ -82,9 +82,8 @@ def main() -> None:
         "(W - p from N(p, I)), anchor_prototypes_sees_prototypes the default's (anchored, the condition also sees p). "
         "validation_percent: the same estimator on 600 validation episodes (where a choice between them is made). "
         "Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet. Runs: "
-        + json.dumps({m: [str(f(s)) for s in seeds] for m, f in models.items()})
-        + (". " + provenance.describe_reused(reused) if reused else ""),
-        full_rows=[{**row, "reused_runs": reused} for row in rows],
+        + json.dumps({m: [str(f(s)) for s in seeds] for m, f in models.items()}),
+        reused=reused,
         per_episode=per_episode,
     )
 

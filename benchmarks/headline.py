@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/comparison.py")
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run, e.g. rivals.anil.steps=100")
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variant_names = [v for v in args.variants.split(",") if v]
@@ -172,9 +172,8 @@ def main() -> None:
         "episodes for every seed and row, 15 queries a class. Per seed: accuracy +- 95% CI over episodes, paired difference "
         "against that seed's strongest non-diffusion row on validation (`paired_against`), validation accuracy where the row's "
         "settings were chosen. Pooled: each episode's accuracy averaged over the seeds first. Choices per seed: "
-        "benchmarks/results/headline.json; per-episode accuracies: benchmarks/results/headline_per_episode.npz."
-        + (" " + provenance.describe_reused(reused) if reused else ""),
-        full_rows=[{**row, "reused_runs": reused} for row in rows],
+        "benchmarks/results/headline.json; per-episode accuracies: benchmarks/results/headline_per_episode.npz.",
+        reused=reused,
         per_episode={f"seed{s}/{k}": v for s, p in per_seed.items() for k, v in p.items()},
     )
 

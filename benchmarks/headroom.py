@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
     parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     reused = provenance.check_finished_runs([args.workdir / f"seed{seed}" for seed in seeds], args.reuse)
@@ -152,10 +152,10 @@ def main() -> None:
         "estimated weights; paired differences against prototypes on the same episodes, in points. Class means "
         "(ceiling) uses every render of the episode's classes. Renders of KanjiVG glyph stroke data, not Omniglot or "
         "miniImageNet."
-        + (" " + provenance.describe_reused(reused) if reused else "")
         + "\n\nSpread of each split's features (squared distances):\n\n"
         + spread_table,
-        full_rows=[{**row, "reused_runs": reused} for row in rows + spread_rows],
+        full_rows=rows + spread_rows,
+        reused=reused,
         per_episode=per_episode,
     )
 

@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--train_steps", type=int, default=1000)
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/samplers"))
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     seeds = [args.select_seed] + [int(s) for s in args.seeds.split(",") if int(s) != args.select_seed]
     reused = provenance.check_finished_runs([args.workdir / f"seed{seed}" for seed in seeds], args.reuse)
@@ -152,8 +152,8 @@ def main() -> None:
         "the noise's mean / from noise. Pooled: each episode averaged over the seeds first; `seed_diffs_points`: the per-seed "
         "paired differences, `seed_t95_points`: the 95 % t-interval over them. Renders of KanjiVG glyph stroke data, not "
         "Omniglot or miniImageNet. The choices and every searched setting's validation accuracy: "
-        "benchmarks/results/learned_sampler.json." + (" " + provenance.describe_reused(reused) if reused else ""),
-        full_rows=[{**row, "reused_runs": reused} for row in rows],
+        "benchmarks/results/learned_sampler.json.",
+        reused=reused,
         per_episode=per_episode,
     )
 

@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/headline"))
     parser.add_argument("--variants", default="published,anchor_prototypes,anchor_prototypes_sees_prototypes")
     parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     runs_of = {int(s): {"default": args.workdir / f"seed{s}"} | {v: args.workdir / f"seed{s}_variants" / v for v in variants} for s in args.seeds.split(",")}
@@ -80,9 +80,8 @@ def main() -> None:
         f"`python -m benchmarks.memorization --seeds {args.seeds} --variants {args.variants}`. Final EMA parameters of each "
         f"run's MetaDiff; {args.episodes} 5-way episodes of the base (train) classes and as many of the validation classes "
         "(episode seed 7), each sampled as the run samples; paired_diff against the prototype classifier on the same "
-        "episodes, in points. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet."
-        + (" " + provenance.describe_reused(reused) if reused else ""),
-        full_rows=[{**row, "reused_runs": reused} for row in rows],
+        "episodes, in points. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet.",
+        reused=reused,
         per_episode=per_episode,
     )
 

@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--finetune_steps", type=int, default=2000)
     parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/samplers"))
     parser.add_argument("--data_dir", default="", help="tfds data folder (default: the config's)")
-    parser.add_argument("--reuse", action="store_true", help="aggregate finished runs made by other code than today's (they are listed in the notes and rows)")
+    provenance.add_reuse_argument(parser)
     args = parser.parse_args()
     seeds = [args.select_seed] + [int(s) for s in args.seeds.split(",") if int(s) != args.select_seed]
     reused = provenance.check_finished_runs([args.workdir / f"seed{seed}" for seed in seeds], args.reuse)
@@ -147,9 +147,8 @@ def main() -> None:
         "the K chosen steps of it (the sampler the query loss ran through), on the run's 600 test episodes (5-way, 15 queries a class); paired_diff "
         "against the seed's strongest rival on validation (`rival`), vs_default against the run's own MetaDiff, in points. "
         "Pooled: each episode averaged over the seeds first; `seed_diffs_points`: per-seed differences against the default, "
-        "`seed_t95_points`: the 95 % t-interval over them. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet."
-        + (" " + provenance.describe_reused(reused) if reused else ""),
-        full_rows=[{**row, "reused_runs": reused} for row in rows],
+        "`seed_t95_points`: the 95 % t-interval over them. Renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet.",
+        reused=reused,
         per_episode=per_episode,
     )
 

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from launch.provenance import code_version, commit
+from launch.provenance import code_version, commit, describe_reused
 from metadiff_jax.evaluate import markdown_table
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,6 +37,7 @@ def publish(
     full_rows: list[dict] | None = None,
     per_episode: dict | None = None,
     command: str | None = None,
+    reused: list[dict] | None = None,
 ) -> None:
     """Prints the table, writes the JSON rows and replaces this benchmark's section of BENCHMARKS.md.
 
@@ -44,8 +45,12 @@ def publish(
     that made it: `command`, or by default this process's module and arguments. `module` is the benchmark
     module that produced the rows, when it is not `benchmarks.<name>`; `full_rows` are written to the JSON
     instead of `rows` when they hold more than the table shows; `per_episode` (name -> per-episode
-    accuracies, behind the paired differences) is written to `<name>_per_episode.npz`.
+    accuracies, behind the paired differences) is written to `<name>_per_episode.npz`. `reused` (from
+    provenance.check_finished_runs), when given, is recorded in every JSON row as `reused_runs` and, when not
+    empty, named at the end of the notes.
     """
+    if reused:
+        notes = f"{notes.strip()} {describe_reused(reused)}".strip()
     table = markdown_table(rows)
     print(table)
     results = ROOT / "benchmarks" / "results"
@@ -54,7 +59,7 @@ def publish(
         np.savez(results / f"{name}_per_episode.npz", **per_episode)
     made_at = commit()
     command = command or f"python -m {module or 'benchmarks.' + name} {' '.join(sys.argv[1:])}".rstrip()
-    made_by = {"commit": made_at, "code_version": code_version(), "command": command}
+    made_by = {"commit": made_at, "code_version": code_version(), "command": command, **({} if reused is None else {"reused_runs": reused})}
     (results / f"{name}.json").write_text(json.dumps([{**row, **made_by} for row in full_rows or rows], indent=2) + "\n")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from metadiff_jax import config_dict
+
 
 @dataclasses.dataclass(frozen=True)
 class Ablation:
@@ -25,22 +27,12 @@ class Ablation:
 # The default's denoiser (configs/default.py): anchored at the prototypes and seeing them.
 DEFAULT_DENOISER = {"metadiff.denoiser": "tcunet", "metadiff.tcunet.anchor": "prototypes", "metadiff.tcunet.condition": "normalized_gradient_and_prototypes"}
 
-def flattened(section, prefix: str) -> dict[str, Any]:
-    """The dotted keys and values of a ConfigDict section (its subsections' keys too)."""
-    keys = {}
-    for name, value in section.items():
-        if hasattr(value, "items"):
-            keys.update(flattened(value, f"{prefix}{name}."))
-        else:
-            keys[f"{prefix}{name}"] = value
-    return keys
-
 
 def _paper_metadiff_keys() -> dict[str, Any]:
     from configs import default, paper
 
     # MetaDiff's settings are the same in every paper configuration (only data and backbone differ).
-    keys = flattened(paper.paper_config("mini_imagenet", "conv4").metadiff, "metadiff.")
+    keys = config_dict.flattened(paper.paper_config("mini_imagenet", "conv4").metadiff, "metadiff.")
     # Its training length and EMA start relative to the main run's steps, as the paper's are to the default's
     # (30,000 and 2,000 against 20,000): the paper's own against the default's, and a short main run (the
     # tests') gets a short published one.

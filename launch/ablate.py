@@ -24,6 +24,8 @@ import json
 import pathlib
 import sys
 
+from launch import provenance
+
 # Keys that change how a trained denoiser is evaluated, not the denoiser: ablations of only these reuse it.
 EVALUATION_KEYS = {
     "metadiff.sampler.method", "metadiff.sampler.steps", "metadiff.sampler.start", "metadiff.sampler.draws", "metadiff.evaluate_ema", "metadiff.evaluate"
@@ -40,14 +42,14 @@ def ablated_config(main_config, name: str):
     """The main config with ablation `name` applied, and the keys it changed (none: the main configuration)."""
     from configs import ablations
     from launch.errors import UsageError
-    from launch.workdir import config_differences
+    from metadiff_jax import config_dict
 
     config = main_config.copy_and_resolve_references()
     try:
         ablations.apply(config, ablations.ABLATIONS[name], main_config)
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"ablation {name} does not fit the main run's config: {error}") from error
-    changed = sorted(config_differences(json.loads(main_config.to_json()), json.loads(config.to_json())))
+    changed = config_dict.differing_keys(json.loads(main_config.to_json()), json.loads(config.to_json()))
     outside = [key for key in changed if not key.startswith("metadiff.")]
     if outside:
         raise UsageError(f"ablation {name} changes {', '.join(outside)}; an ablation changes metadiff.* keys only.")
@@ -118,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--main", type=pathlib.Path, required=True, help="a finished main run (python -m launch.main) to ablate")
     parser.add_argument("--workdir", type=pathlib.Path, required=True, help="where the ablations run and the table is written")
     parser.add_argument("--only", default="", help="comma-separated ablation names (default: every entry of configs/ablations.py)")
-    parser.add_argument("--reuse", action="store_true", help="use a main run or finished ablations made by other code than today's (listed in the outputs)")
+    provenance.add_reuse_argument(parser, help="use a main run or finished ablations made by other code than today's (listed in the outputs)")
     args = parser.parse_args(argv)
-    from launch import pipeline, provenance, settings
+    from launch import pipeline, settings
     from launch.errors import UsageError
     from launch.signals import StopOnSignal, Stopped
     from launch.workdir import read_run_record

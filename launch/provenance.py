@@ -104,6 +104,11 @@ def describe_reused(runs: list[dict]) -> str:
     return f"Reused runs made by other code (--reuse): {listed}."
 
 
+def add_reuse_argument(parser, help: str = "aggregate finished runs made by other code than today's (they are listed in the notes and rows)") -> None:
+    """The `--reuse` flag of every command that reads finished runs (check_runs refuses other code's without it)."""
+    parser.add_argument("--reuse", action="store_true", help=help)
+
+
 def check_finished_runs(run_dirs, reuse: bool, root: pathlib.Path = ROOT) -> list[dict]:
     """`check_runs` for an aggregator's command line, over those of `run_dirs` that hold a results.json (the
     others are yet to run, by today's code): a refusal exits with its message, and the runs reused are printed

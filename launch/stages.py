@@ -258,10 +258,17 @@ def baseline(job: Job, shots: int, spec, splits):
         validation_images = episodes.gather(splits["validation"], plan)
         history = []
 
+        record_path = workdir / f"{config.method}_{shots}shot_validation.json"
+
         def validate(state, step: int) -> float:
             accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False, mesh=job.mesh).mean())
             writer.add_scalar(f"{config.method}_{shots}shot/validation_accuracy", accuracy, step)
             history.append({"step": step, "validation_accuracy": accuracy})
+            if parallel.is_main_process():
+                # Written at every check, so a run stopped before its end still says how far it got.
+                best = max(history, key=lambda record: record["validation_accuracy"])
+                record = {"finished": False, "steps_run": step, "best_step": best["step"], "validations_this_run": history}
+                write_text(record_path, json.dumps(record, indent=2))
             return accuracy
 
         with job.stopper.deferred():
@@ -286,8 +293,8 @@ def baseline(job: Job, shots: int, spec, splits):
         best, best_step = checkpoints.restore_best(str(progress), state)
         say(f"[{label}] trained {len(losses)} steps; the best on validation is step {best_step}, kept and tested")
         if parallel.is_main_process():
-            record = {"steps_run": len(losses), "best_step": best_step, "validations_this_run": history}
-            write_text(workdir / f"{config.method}_{shots}shot_validation.json", json.dumps(record, indent=2))
+            record = {"finished": True, "steps_run": len(losses), "best_step": best_step, "validations_this_run": history}
+            write_text(record_path, json.dumps(record, indent=2))
         for index in range(9, len(losses), 10):
             writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
         return best

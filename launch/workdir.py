@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 
 from launch import provenance
 from launch.errors import UsageError
-from metadiff_jax import parallel
+from metadiff_jax import config_dict, parallel
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "tensorflow-datasets", "numpy", "kanjivg")
 
@@ -147,7 +147,7 @@ def check_run_identity(workdir: pathlib.Path, config) -> None:
     previous = json.loads(recorded.to_json())
     current = json.loads(config.to_json())
     if previous != current:
-        differing = sorted(config_differences(previous, current))
+        differing = config_dict.differing_keys(previous, current)
         raise UsageError(
             f"{workdir} holds another run: its config differs at {', '.join(differing)}. Nothing was changed. "
             "Use a new --workdir, or delete this one to start over."
@@ -164,15 +164,6 @@ def record_run(workdir: pathlib.Path, config) -> None:
     if not record.exists():
         started = datetime.datetime.now().isoformat(timespec="seconds")
         write_text(record, json.dumps({"config": json.loads(config.to_json()), "started": started, **provenance.made_by(config)}, indent=2))
-
-
-def config_differences(a, b, prefix: str = ""):
-    for key in sorted(set(a) | set(b)):
-        name = f"{prefix}{key}"
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            yield from config_differences(a[key], b[key], name + ".")
-        elif a.get(key) != b.get(key):
-            yield name
 
 
 def recorded_config(workdir: pathlib.Path):

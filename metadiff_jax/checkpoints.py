@@ -19,8 +19,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from metadiff_jax import parallel
-from metadiff_jax.config_dict import FieldError
+from metadiff_jax import config_dict, parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +30,7 @@ class CheckpointPolicy:
     metadata: dict | None = None  # what the checkpoints were made from; a resume with other metadata is refused
 
     def __post_init__(self):
-        for name in ("every", "keep"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be at least 1, got {getattr(self, name)}.")
+        config_dict.check_counts(self, "every", "keep")
 
 
 class CheckpointError(ValueError):

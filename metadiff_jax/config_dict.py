@@ -25,6 +25,42 @@ class FieldError(ValueError):
         super().__init__(f"{field} {problem}")
 
 
+def check_counts(settings, *names: str) -> None:
+    """FieldError for the first of the fields `names` (step counts, batch sizes) below 1."""
+    for name in names:
+        if getattr(settings, name) < 1:
+            raise FieldError(name, f"must be at least 1, got {getattr(settings, name)}.")
+
+
+def check_grid(settings, name: str, what: str, smallest: float = 0.0, inclusive: bool = False) -> None:
+    """FieldError unless the field `name` is a non-empty grid of values above `smallest` (or at it, when
+    `inclusive`); `what` names its values in the message ("positive rates", "penalties of 0 or more")."""
+    values = getattr(settings, name)
+    if not values or (min(values) < smallest if inclusive else min(values) <= smallest):
+        raise FieldError(name, f"must be one or more {what}, got {values}.")
+
+
+def flattened(section, prefix: str = "") -> dict[str, object]:
+    """The dotted keys and values of a ConfigDict or nested dict (its subsections' keys too)."""
+    keys = {}
+    for name, value in section.items():
+        if hasattr(value, "items"):
+            keys.update(flattened(value, f"{prefix}{name}."))
+        else:
+            keys[f"{prefix}{name}"] = value
+    return keys
+
+
+def differing_keys(a, b) -> list[str]:
+    """The dotted keys whose values differ between two configs (ConfigDicts or nested dicts), or that only
+    one of them has, sorted."""
+    flat_a, flat_b = flattened(a), flattened(b)
+    return sorted(key for key in flat_a.keys() | flat_b.keys() if flat_a.get(key, _MISSING) != flat_b.get(key, _MISSING))
+
+
+_MISSING = object()
+
+
 def _field_types(cls) -> dict[str, object]:
     return typing.get_type_hints(cls)
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from metadiff_jax import diffusion, loop, train
+from metadiff_jax import config_dict, diffusion, loop, train
 from metadiff_jax import query_loss as query_loss_lib
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax import schedule as schedule_lib
@@ -50,9 +50,7 @@ class LearnedSamplerConfig:
     def __post_init__(self):
         if self.method not in sampler_lib.SAMPLERS:
             raise FieldError("method", f"{self.method!r} is unknown; known: {', '.join(sampler_lib.SAMPLERS)}.")
-        for name in ("steps", "train_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be at least 1, got {getattr(self, name)}.")
+        config_dict.check_counts(self, "steps", "train_steps", "batch_size")
         if self.learning_rate <= 0:
             raise FieldError("learning_rate", f"must be positive, got {self.learning_rate}.")
 

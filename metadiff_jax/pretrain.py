@@ -18,8 +18,7 @@ import numpy as np
 import optax
 import tqdm
 
-from metadiff_jax import evaluate, loop, parallel
-from metadiff_jax.config_dict import FieldError
+from metadiff_jax import config_dict, evaluate, loop, parallel
 from metadiff_jax.data import episodes as episodes_lib
 from metadiff_jax.data.split import ClassIndexedSplit
 
@@ -42,9 +41,7 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be at least 1, got {getattr(self, name)}.")
+        config_dict.check_counts(self, "epochs", "batch_size")
 
 
 class Classifier(nn.Module):

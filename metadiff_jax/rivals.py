@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metadiff_jax import base_learner, evaluate, query_loss
+from metadiff_jax import base_learner, config_dict, evaluate, query_loss
 from metadiff_jax.baselines import gradient
 from metadiff_jax.config_dict import FieldError
 from metadiff_jax.data import episodes as episodes_lib
@@ -139,8 +139,7 @@ class PowerPrototypeSettings:
     exponents: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5)
 
     def __post_init__(self):
-        if not self.exponents or min(self.exponents) <= 0:
-            raise FieldError("exponents", f"must be one or more positive exponents, got {self.exponents}.")
+        config_dict.check_grid(self, "exponents", "positive exponents")
 
 
 def select_power_prototypes(settings: PowerPrototypeSettings, context: RivalContext) -> Selected:
@@ -164,12 +163,9 @@ class LogisticSettings:
     momentum: float = 0.9
 
     def __post_init__(self):
-        if not self.strengths or min(self.strengths) < 0:
-            raise FieldError("strengths", f"must be one or more penalties of 0 or more, got {self.strengths}.")
-        if not self.steps or min(self.steps) < 1:
-            raise FieldError("steps", f"must be one or more step counts of at least 1, got {self.steps}.")
-        if not self.power_exponents or min(self.power_exponents) <= 0:
-            raise FieldError("power_exponents", f"must be one or more positive exponents, got {self.power_exponents}.")
+        config_dict.check_grid(self, "strengths", "penalties of 0 or more", inclusive=True)
+        config_dict.check_grid(self, "steps", "step counts of at least 1", smallest=1, inclusive=True)
+        config_dict.check_grid(self, "power_exponents", "positive exponents")
         if not 0.0 <= self.momentum < 1.0:
             raise FieldError("momentum", f"must be in [0, 1), got {self.momentum}.")
 
@@ -334,14 +330,11 @@ class AnilSettings:
     patience: int | None = 3  # checks without a new best before training stops (None: train every step, test the last)
 
     def __post_init__(self):
-        for name in ("inner_steps", "steps", "meta_batch", "validate_every"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be at least 1, got {getattr(self, name)}.")
+        config_dict.check_counts(self, "inner_steps", "steps", "meta_batch", "validate_every")
         if self.patience is not None and self.patience < 1:
             raise FieldError("patience", f"must be at least 1 (or unset: train every step), got {self.patience}.")
         for name in ("inner_lrs", "outer_lrs"):
-            if not getattr(self, name) or min(getattr(self, name)) <= 0:
-                raise FieldError(name, f"must be one or more positive rates, got {getattr(self, name)}.")
+            config_dict.check_grid(self, name, "positive rates")
 
 
 class IdentityBackbone(nn.Module):

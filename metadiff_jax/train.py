@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from metadiff_jax import checkpoints as checkpoints_lib
-from metadiff_jax import diffusion, feature_splits, loop, parallel, regressor
+from metadiff_jax import config_dict, diffusion, feature_splits, loop, parallel, regressor
 from metadiff_jax import query_loss as query_loss_lib
 from metadiff_jax import sampler as sampler_lib
 from metadiff_jax.config_dict import FieldError
@@ -81,9 +81,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 0:
             raise FieldError("steps", f"must be 0 (keep the untrained denoiser) or more, got {self.steps}.")
-        for name in ("batch_size", "check_every"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be at least 1, got {getattr(self, name)}.")
+        config_dict.check_counts(self, "batch_size", "check_every")
         if not 0.0 <= self.ema_decay <= 1.0:
             raise FieldError("ema_decay", f"must be in [0, 1], got {self.ema_decay}.")
         if self.targets not in TARGETS:

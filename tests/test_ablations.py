@@ -111,3 +111,16 @@ def test_the_published_ablation_is_configs_papers_metadiff_on_the_main_runs_feat
     assert json.loads(config.metadiff.to_json()) == json.loads(paper.paper_config("mini_imagenet", "conv4").metadiff.to_json())
     assert {"metadiff.unit_scale_targets", "metadiff.ema_decay", "metadiff.ema_start", "metadiff.steps", "metadiff.patience"} <= set(changed)
     assert (config.metadiff.steps, config.metadiff.patience, config.metadiff.unit_scale_targets) == (30_000, None, False)
+
+
+def test_differing_keys_names_changed_added_and_removed_keys_at_any_depth():
+    import ml_collections
+
+    from metadiff_jax import config_dict
+
+    a = ml_collections.ConfigDict({"seed": 0, "metadiff": {"steps": 10, "tcunet": {"anchor": "prototypes"}}, "gone": 1})
+    b = {"seed": 0, "metadiff": {"steps": 20, "tcunet": {"anchor": "prototypes", "new": None}}}
+    assert config_dict.flattened(a) == {"seed": 0, "metadiff.steps": 10, "metadiff.tcunet.anchor": "prototypes", "gone": 1}
+    # A key one side lacks differs even where the other holds None.
+    assert config_dict.differing_keys(a, b) == ["gone", "metadiff.steps", "metadiff.tcunet.new"]
+    assert config_dict.differing_keys(a, a) == []

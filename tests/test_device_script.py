@@ -48,7 +48,7 @@ def test_main_job_and_image_learners_time_every_stage_and_keep_per_episode_accur
     assert all(seconds >= 0 for seconds in stages.values()) and stages["total (wall)"] >= stages["pretrain"] > 0
     learners = json.loads((tmp_path / "device_image_learners.json").read_text())
     assert [(row["method"], row["shots"]) for row in learners] == [("protonet", 1), ("fomaml", 1)]
-    assert all(0 <= row["accuracy_pct"] <= 100 and 1 <= row["best_step"] <= row["steps_run"] <= 2 for row in learners)
+    assert all(row["finished"] and 0 <= row["accuracy_pct"] <= 100 and 1 <= row["best_step"] <= row["steps_run"] <= 2 for row in learners)
     with np.load(tmp_path / "device_image_learners_per_episode.npz") as per_episode:
         assert sorted(per_episode.files) == ["fomaml_1shot", "protonet_1shot"] and per_episode["protonet_1shot"].shape == (4,)
 
@@ -66,6 +66,8 @@ def test_bad_parts_and_a_missing_data_folder_are_named(tmp_path):
     assert unknown.returncode == 2 and "unknown part(s) warp_drive; known: kernels, main_job, image_learners, mini_imagenet" in unknown.stderr
     missing = dry_run("main_job", tmp_path)
     assert missing.returncode == 2 and "give --data-dir" in missing.stderr
+    learner = dry_run("image_learners", tmp_path, "--learners", "maml:3")
+    assert learner.returncode == 2 and "unknown learner run 'maml:3'" in learner.stderr
 
 
 @pytest.mark.parametrize("wheel", ["tensorflow-datasets==", "ml-collections==", "tensorboardX=="])
@@ -74,3 +76,88 @@ def test_the_wheels_named_for_the_gpu_machine_are_the_pinned_ones(wheel):
 
     pinned = {line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith(wheel)}
     assert pinned and pinned <= set(device.WHEELS)
+
+
+def test_learner_rows_report_the_finished_and_how_far_the_unfinished_got(tmp_path):
+    from benchmarks import device
+
+    finished, stopped, never = tmp_path / "finished", tmp_path / "stopped", tmp_path / "never"
+    for workdir in (finished, stopped, never):
+        workdir.mkdir()
+    checks = [{"step": 250, "validation_accuracy": 0.4}, {"step": 500, "validation_accuracy": 0.5}, {"step": 750, "validation_accuracy": 0.45}]
+    (finished / "protonet_1shot_validation.json").write_text(json.dumps({"finished": True, "steps_run": 750, "best_step": 500, "validations_this_run": checks}))
+    (finished / "results.json").write_text(json.dumps({"dataset": "d", "results": [{"accuracy": 0.4837, "ci95": 0.008}]}))
+    np.savez(finished / "per_episode_accuracy.npz", protonet_1shot=np.full(3, 0.5))
+    (stopped / "maml_5shot_validation.json").write_text(json.dumps({"finished": False, "steps_run": 500, "best_step": 500, "validations_this_run": checks[:2]}))
+    runs = [("protonet", 1), ("maml", 5), ("metasgd", 1)]
+    rows, per_episode = device.learner_rows(runs, dict(zip(runs, (finished, stopped, never))))
+    assert rows[0] == {
+        "method": "protonet", "shots": 1, "finished": True, "steps_run": 750, "best_step": 500, "best_validation_pct": 50.0,
+        "accuracy_pct": 48.37, "ci95_pct": 0.8, "dataset": "d",
+    }
+    assert rows[1] == {
+        "method": "maml", "shots": 5, "finished": False, "steps_run": 500, "best_step": 500, "best_validation_pct": 50.0,
+        "accuracy_pct": None, "ci95_pct": None,
+    }
+    assert rows[2]["finished"] is False and rows[2]["steps_run"] == 0 and rows[2]["best_validation_pct"] is None
+    assert list(per_episode) == ["protonet_1shot"]
+
+
+def test_the_kanjivg_stroke_paths_packed_for_the_gpu_machine_list_and_draw_the_same_characters(tmp_path, monkeypatch):
+    import tarfile
+
+    from benchmarks import device
+    from metadiff_jax.data import glyph_render
+
+    source = glyph_render.kanjivg_dir()
+    chosen = glyph_render.list_codepoints(source)[:3]
+    monkeypatch.setattr(glyph_render, "list_codepoints", lambda svg_dir: chosen)
+    device.kanjivg_site(tmp_path / "kanjivg_site.tar.xz")
+    monkeypatch.undo()
+    with tarfile.open(tmp_path / "kanjivg_site.tar.xz") as packed:
+        packed.extractall(tmp_path / "site", filter="data")
+    # Unpacked into a folder on the path, it is the `kanjivg` package the dataset builder asks for.
+    result = subprocess.run(
+        [sys.executable, "-c", "from metadiff_jax.data import glyph_render as g; d = g.kanjivg_dir(); print(d, g.list_codepoints(d))"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[0] == str(tmp_path / "site" / source.name) and f"{chosen}" in result.stdout
+    for codepoint in chosen:
+        full = glyph_render.load_strokes(str(source), codepoint)
+        packed_strokes = glyph_render.parse_strokes(glyph_render.svg_path(tmp_path / "site" / source.name, codepoint).read_text())
+        assert len(packed_strokes) == len(full) and all(np.array_equal(a, b) for a, b in zip(packed_strokes, full))
+
+
+def test_returned_results_unpack_to_their_places_in_the_repository(tmp_path):
+    import tarfile
+
+    from benchmarks import device
+
+    made = tmp_path / "made"
+    made.mkdir()
+    for name in ("device_image_learners.json", "device_image_learners_per_episode.npz", "BENCHMARKS.md"):
+        (made / name).write_text(name)
+    device.return_published([made / "device_image_learners.json"], tmp_path / "out")
+    names = ("device_image_learners.json", "device_image_learners_per_episode.npz", "BENCHMARKS.md")
+    device.return_published([made / name for name in names], tmp_path / "out")
+    with tarfile.open(tmp_path / "out" / "device_results.tgz") as packed:
+        assert sorted(packed.getnames()) == ["BENCHMARKS.md", *(f"benchmarks/results/{name}" for name in sorted(names[:2]))]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["device_results.tgz"]
+
+
+def test_returned_learner_runs_unpack_where_a_rerun_resumes_them(tmp_path):
+    import tarfile
+
+    from benchmarks import device
+
+    runs = tmp_path / "runs"
+    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress" / "250").mkdir(parents=True)
+    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress" / "250" / "record").write_text("state")
+    (runs / "maml_1shot" / "run.json").write_text("{}")
+    device.return_learner_runs(runs, tmp_path / "out")
+    with tarfile.open(tmp_path / "out" / "device_learner_runs.tgz") as packed:
+        packed.extractall(tmp_path / "repository", filter="data")
+    unpacked = tmp_path / "repository" / device.LEARNER_RUNS / "maml_1shot"
+    assert (unpacked / "checkpoints" / "maml_1shot_progress" / "250" / "record").read_text() == "state"
+    assert (unpacked / "run.json").read_text() == "{}"

@@ -168,6 +168,7 @@ def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, 
         f"--config.dataset.data_dir={small_data_dir}",
         "--config.dataset.config=small",
         "--config.baseline.steps=3",
+        "--config.baseline.validate_every=1",
         "--config.baseline.validation_episodes=20",
         "--config.episodes.test_episodes=20",
         "--config.episodes.shots=(1,)",
@@ -186,6 +187,8 @@ def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, 
     accuracies = np.load(workdir / "per_episode_accuracy.npz")
     assert accuracies["protonet_1shot"].shape == (20,)
     assert (workdir / "checkpoints" / "protonet_1shot").is_dir()
+    record = json.loads((workdir / "protonet_1shot_validation.json").read_text())
+    assert record["finished"] and record["steps_run"] == 3 and [check["step"] for check in record["validations_this_run"]] == [1, 2, 3]
 
     # The same job on two processes: each samples half of every batch of episodes, the outer step averages
     # the two halves' gradients, and evaluation spreads the test episodes over both.

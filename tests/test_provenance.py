@@ -161,3 +161,20 @@ def test_publish_records_the_command_commit_and_code_version_in_every_row(tmp_pa
     assert json.loads((tmp_path / "benchmarks" / "results" / "demo.json").read_text())[0]["command"] == "python -m benchmarks.other"
     report.publish("demo", [{"a": 1}], "Demo", command="python -m benchmarks.demo --workdir runs/x")
     assert json.loads((tmp_path / "benchmarks" / "results" / "demo.json").read_text())[0]["command"] == "python -m benchmarks.demo --workdir runs/x"
+
+
+def test_publish_names_the_reused_runs_in_the_notes_and_stamps_them_on_every_row(tmp_path, monkeypatch):
+    from benchmarks import report
+
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(report, "machine", lambda: "test machine")
+    reused = [{"path": "runs/x/seed0", "commit": "def", "code_version": "0123456789ab"}]
+    report.publish("demo", [{"a": 1}, {"a": 2}], "Demo", notes="Pooled over seeds.", reused=reused)
+    rows = json.loads((tmp_path / "benchmarks" / "results" / "demo.json").read_text())
+    assert [row["reused_runs"] for row in rows] == [reused, reused]
+    section = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "Pooled over seeds. Reused runs made by other code (--reuse): runs/x/seed0 (commit def, code_version 0123456789ab)." in section
+    # Nothing reused: the rows say so (an empty list) and the notes are left as they are.
+    report.publish("demo", [{"a": 1}], "Demo", notes="Pooled over seeds.", reused=[])
+    assert json.loads((tmp_path / "benchmarks" / "results" / "demo.json").read_text())[0]["reused_runs"] == []
+    assert "Reused runs" not in (tmp_path / "BENCHMARKS.md").read_text()
