@@ -94,16 +94,17 @@ CARRY_LIMIT_MIB = 64
 # Tiny sizes for --dry-run: the same code paths, in seconds on a CPU. Of the rivals the dry run keeps the one
 # that trains (a denoiser, the regressor); the others run in the tests.
 DRY_RIVALS = "--config.rivals.rows=('regressor',)"
+# The test suite's tiny main job (tests/test_main.py's TINY) at one shot, so that the suite's compilation
+# cache serves this dry run's programs too.
 DRY_MAIN_JOB = [
     "--config.pretrain.epochs=1",
-    "--config.pretrain.validation_episodes=10",
-    "--config.metadiff.steps=20",
+    "--config.pretrain.validation_episodes=20",
+    "--config.metadiff.steps=30",
     "--config.metadiff.timesteps=50",
-    "--config.episodes.test_episodes=10",
+    "--config.episodes.test_episodes=20",
     "--config.episodes.shots=(1,)",
-    "--config.rivals.validation_episodes=10",
-    "--config.rivals.anil.steps=10",
-    "--config.checkpoint.validation_episodes=10",
+    "--config.rivals.validation_episodes=30",
+    "--config.rivals.anil.steps=20",
     DRY_RIVALS,
 ]
 DRY_IMAGE_LEARNERS = [
