@@ -190,6 +190,18 @@ def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, 
     record = json.loads((workdir / "protonet_1shot_validation.json").read_text())
     assert record["finished"] and record["steps_run"] == 3 and [check["step"] for check in record["validations_this_run"]] == [1, 2, 3]
 
+    # The same job on two processes: each samples half of every batch of episodes, the outer step averages
+    # the two halves' gradients, and evaluation spreads the test episodes over both.
+    port = free_port()
+    command = lambda i: [*arguments[:6], str(tmp_path / "two"), *arguments[7:], *_distributed(port, i)]
+    outputs = run_processes([command(0), command(1)], timeout=300, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for returncode, _, err in outputs:
+        assert returncode == 0, err[-3000:]
+    two = np.load(tmp_path / "two" / "per_episode_accuracy.npz")
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["processes"] == 2
+    for key in accuracies.files:
+        np.testing.assert_array_equal(two[key], accuracies[key], err_msg=key)
+
 
 def _fake_run(path, method, accuracies, digest="abc", dataset="kanjivg_glyphs/mini_28px:2.0.0"):
     path.mkdir()
