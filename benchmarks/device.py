@@ -37,10 +37,11 @@ since the dataset builder lists its classes from them. There, with `carry: [".de
     PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 -m benchmarks.device --data-dir .device/data --return-to $OUT --parts image_learners
 
 and here, `tar xzf <the returned device_results.tgz>` in the repository's root. With image_learners,
-device_learner_runs.tgz comes back too: the run folders, checkpoints included. Unpacked in the repository's
-root, `python -m benchmarks.device --parts image_learners --data-dir .device/data --learners <the unfinished>
---learner-seconds <as long as it takes>` resumes them on this machine (slowly: MAML's step is about a second
-here) or on the next lent GPU.
+device_learner_runs.tgz.00, .01, ... come back too (parts of at most 15 MiB: the tool returns no file over
+16 MiB): the run folders, with each run's newest and best checkpoints. Unpacked in the repository's root
+(`cat device_learner_runs.tgz.* | tar xz`), `python -m benchmarks.device --parts image_learners --data-dir
+.device/data --learners <the unfinished> --learner-seconds <as long as it takes>` resumes them on this
+machine (slowly: MAML's step is about a second here) or on the next lent GPU.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ TFDS_DEFINITION_FOLDERS = (
     "structured", "summarization", "text", "translate", "url_checksums", "video", "vision_language",
 )
 CARRY_LIMIT_MIB = 64
+# What the device tool returns from $OUT: no file over 16 MiB, 64 MiB in all (device_results.tgz and a log beside).
+RETURN_PART_MIB = 15
+RETURN_TOTAL_MIB = 56
 # Tiny sizes for --dry-run: the same code paths, in seconds on a CPU. Of the rivals the dry run keeps the one
 # that trains (a denoiser, the regressor); the others run in the tests.
 DRY_RIVALS = "--config.rivals.rows=('regressor',)"
@@ -316,11 +320,37 @@ def return_published(written: list[pathlib.Path], folder: pathlib.Path) -> None:
     pack({"BENCHMARKS.md" if path.name == "BENCHMARKS.md" else f"benchmarks/results/{path.name}": path for path in written}, folder / "device_results.tgz")
 
 
-def return_learner_runs(learner_dir: pathlib.Path, folder: pathlib.Path) -> None:
-    """The learners' run folders, checkpoints included, in folder/device_learner_runs.tgz under
-    runs/device_image_learners/: unpacked here, the same command resumes the unfinished on this machine."""
-    files = [path for path in learner_dir.rglob("*") if path.is_file()]
-    pack({f"{LEARNER_RUNS}/{path.relative_to(learner_dir)}": path for path in files}, folder / "device_learner_runs.tgz")
+def return_learner_runs(learner_dir: pathlib.Path, folder: pathlib.Path) -> list[pathlib.Path]:
+    """The learners' run folders, in parts folder/device_learner_runs.tgz.00, .01, ... of at most
+    RETURN_PART_MIB each (the device tool returns no file over 16 MiB), under runs/device_image_learners/:
+    `cat device_learner_runs.tgz.* | tar xz` here, and the same command resumes the unfinished on this machine.
+    Of each run's progress checkpoints only the newest travels: it is what a resumed run starts from, and the
+    older two of the three kept would double what comes back. Returns the parts."""
+    files = [path for path in learner_dir.rglob("*") if path.is_file() and not superseded_checkpoint(path, learner_dir)]
+    whole = folder / "device_learner_runs.tgz"
+    pack({f"{LEARNER_RUNS}/{path.relative_to(learner_dir)}": path for path in files}, whole)
+    for stale in folder.glob("device_learner_runs.tgz.*"):
+        stale.unlink()
+    parts = []
+    with whole.open("rb") as packed:
+        while chunk := packed.read(RETURN_PART_MIB * 2**20):
+            parts.append(folder / f"device_learner_runs.tgz.{len(parts):02d}")
+            parts[-1].write_bytes(chunk)
+    whole.unlink()
+    size = sum(part.stat().st_size for part in parts)
+    print(f"[device] learner runs: {len(parts)} part(s), {size / 2**20:.1f} MiB in {folder}", flush=True)
+    if size > RETURN_TOTAL_MIB * 2**20:
+        print(f"[device] warning: {size / 2**20:.1f} MiB is over the {RETURN_TOTAL_MIB} MiB the device tool returns; run fewer learners a call", flush=True)
+    return parts
+
+
+def superseded_checkpoint(path: pathlib.Path, learner_dir: pathlib.Path) -> bool:
+    """Whether path lies in a progress checkpoint older than its folder's newest step."""
+    for step in path.relative_to(learner_dir).parents:
+        if step.parent.name.endswith("_progress") and step.name.isdigit():
+            steps = [int(entry.name) for entry in (learner_dir / step.parent).iterdir() if entry.name.isdigit()]
+            return int(step.name) < max(steps)
+    return False
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ benchmarks/results/image_baselines.json, image_baselines_per_episode.npz and its
 
 The folders are laid out as `python -m benchmarks.device --parts image_learners` lays out a GPU's: with
 `--workdir runs/device_image_learners --data_dir .device/data` this finishes here the runs a lent GPU
-returned (device_learner_runs.tgz) and pairs them.
+returned (device_learner_runs.tgz.*, joined and unpacked) and pairs them.
 """
 
 from __future__ import annotations

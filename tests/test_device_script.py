@@ -146,18 +146,34 @@ def test_returned_results_unpack_to_their_places_in_the_repository(tmp_path):
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["device_results.tgz"]
 
 
-def test_returned_learner_runs_unpack_where_a_rerun_resumes_them(tmp_path):
+def test_returned_learner_runs_unpack_where_a_rerun_resumes_them(tmp_path, monkeypatch):
+    import io
     import tarfile
 
     from benchmarks import device
 
     runs = tmp_path / "runs"
-    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress" / "250").mkdir(parents=True)
-    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress" / "250" / "record").write_text("state")
+    progress = runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress"
+    for step in ("250", "500"):
+        (progress / step).mkdir(parents=True)
+        (progress / step / "record").write_text(f"state at {step}")
+    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress_best" / "250").mkdir(parents=True)
+    (runs / "maml_1shot" / "checkpoints" / "maml_1shot_progress_best" / "250" / "record").write_text("best")
+    # Incompressible bytes over one part: the archive must come back split, each part under the limit.
+    (runs / "maml_1shot" / "events").write_bytes(np.random.default_rng(0).bytes(3 * 2**20 // 2))
     (runs / "maml_1shot" / "run.json").write_text("{}")
-    device.return_learner_runs(runs, tmp_path / "out")
-    with tarfile.open(tmp_path / "out" / "device_learner_runs.tgz") as packed:
+    monkeypatch.setattr(device, "RETURN_PART_MIB", 1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "device_learner_runs.tgz.05").write_text("a stale part from an earlier call")
+    parts = device.return_learner_runs(runs, tmp_path / "out")
+    assert [part.name for part in parts] == ["device_learner_runs.tgz.00", "device_learner_runs.tgz.01"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [part.name for part in parts]
+    assert all(part.stat().st_size <= 2**20 for part in parts)
+    joined = b"".join(part.read_bytes() for part in parts)
+    with tarfile.open(fileobj=io.BytesIO(joined), mode="r:gz") as packed:
         packed.extractall(tmp_path / "repository", filter="data")
     unpacked = tmp_path / "repository" / device.LEARNER_RUNS / "maml_1shot"
-    assert (unpacked / "checkpoints" / "maml_1shot_progress" / "250" / "record").read_text() == "state"
+    assert (unpacked / "checkpoints" / "maml_1shot_progress" / "500" / "record").read_text() == "state at 500"
+    assert not (unpacked / "checkpoints" / "maml_1shot_progress" / "250").exists()
+    assert (unpacked / "checkpoints" / "maml_1shot_progress_best" / "250" / "record").read_text() == "best"
     assert (unpacked / "run.json").read_text() == "{}"
