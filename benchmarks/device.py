@@ -427,7 +427,7 @@ TITLES = {
         "GPU: image-level learners on the default dataset",
         "Conv-4 from scratch on image episodes of kanjivg_glyphs/mini_28px (renders of glyph stroke data), trained until "
         "validation stops rising (configs/default.py's baseline section), tested on the main job's 600 fixed test "
-        "episodes, accuracy +- 95% CI. The ten runs share the GPU as parallel processes; a run not finished within "
+        "episodes, accuracy +- 95% CI. The runs (all ten, or those --learners names) share the GPU as parallel processes; a run not finished within "
         "--learner-seconds has no accuracy, only the steps it reached and its best validation so far (100 episodes).",
     ),
     "device_mini_imagenet": (
