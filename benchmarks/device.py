@@ -22,7 +22,8 @@ Each part writes benchmarks/results/device_<part>.json (the kernels part its fou
 section of BENCHMARKS.md, unless --dry-run, which writes only under --out. With --return-to DIR, after each
 part everything published so far is packed into DIR/device_results.tgz, so a command stopped at its time
 limit still returns the parts it finished. A lent GPU's 15 minutes hold about one part per call: measured
-on an H200, the image learners' MAML and Meta-SGD were still rising after 470 s.
+on an H200, the image learners' MAML and Meta-SGD were still rising after 470 s (ten runs sharing it) and
+after 500 s (five).
 
 The GPU machine's Python (3.12) has jax, flax, optax, orbax and chex but not tensorflow-datasets,
 ml-collections, tensorboardX or their needs, no package index and no KanjiVG. `--prepare` fills .device/
