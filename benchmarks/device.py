@@ -10,7 +10,8 @@ Parts (`--parts`, comma-separated; all by default), in this order:
                   (BENCHMARKS.md's gpu_train_step, gpu_sampler, gpu_pretrain, gpu_query_loss sections)
   main_job        the default main job end to end on the built default dataset, each stage timed
   image_learners  ProtoNet, MAML, first-order MAML, ANIL and Meta-SGD on the default dataset at 1 and 5 shots
-                  (or the runs --learners names), as parallel processes sharing the GPU, each trained to its
+                  (or the runs --learners names), as parallel processes sharing the GPU (at most
+                  --learners-at-once at a time, the next starting as one stops), each trained to its
                   stopping rule (validation stops rising) or until --learner-seconds, when the unfinished are
                   stopped and saved and reported with the steps they reached; per-episode test accuracies of
                   the finished saved for the headline table (device_image_learners_per_episode.npz). The runs
@@ -162,31 +163,39 @@ def main_job(data_dir: pathlib.Path, scratch: pathlib.Path, dry_run: bool) -> tu
 
 
 def image_learners(
-    data_dir: pathlib.Path, learner_dir: pathlib.Path, runs: list[tuple[str, int]], dry_run: bool, seconds: float
+    data_dir: pathlib.Path, learner_dir: pathlib.Path, runs: list[tuple[str, int]], dry_run: bool, seconds: float, at_once: int | None = None
 ) -> tuple[list[dict], dict]:
-    """The (learner, shots) runs as parallel `launch.main` processes on the one GPU (a Conv-4 episode step
-    leaves it mostly idle), each in learner_dir/<method>_<shots>shot; after `seconds` the unfinished get
-    SIGTERM, which saves them: the same command, there or on any machine holding the folder, resumes them."""
+    """The (learner, shots) runs as parallel `launch.main` processes on the one GPU, at most `at_once` at a
+    time (all by default; the next starts as one stops), each in learner_dir/<method>_<shots>shot; after
+    `seconds` the unfinished get SIGTERM, which saves them, and those not yet started stay unstarted: the same
+    command, there or on any machine holding the folder, resumes them."""
     overrides = [f"--config.dataset.data_dir={data_dir}", *(["--config.dataset.config=small", *DRY_IMAGE_LEARNERS] if dry_run else [])]
+    at_once = min(at_once or len(runs), len(runs))
     # Each process takes an equal share of the GPU's memory, not the 75 % JAX takes by default.
-    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / len(runs):.3f}"}
-    processes = {}
-    for method, shots in runs:
-        workdir = image_baselines.run_folder(learner_dir, method, shots)
-        command = image_baselines.learner_command(method, shots, workdir, overrides)
-        print("$", " ".join(command), flush=True)
-        workdir.mkdir(parents=True, exist_ok=True)
-        log = (workdir / "log.txt").open("a")
-        processes[method, shots] = (subprocess.Popen(command, cwd=report.ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log, workdir)
+    env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / at_once:.3f}"}
+    workdirs = {(method, shots): image_baselines.run_folder(learner_dir, method, shots) for method, shots in runs}
+    pending, running = list(runs), {}
     deadline = time.perf_counter() + seconds
-    while any(process.poll() is None for process, _, _ in processes.values()) and time.perf_counter() < deadline:
-        time.sleep(1)
-    for process, log, _ in processes.values():
+    while (pending or running) and time.perf_counter() < deadline:
+        while pending and len(running) < at_once:
+            method, shots = pending.pop(0)
+            workdir = workdirs[method, shots]
+            command = image_baselines.learner_command(method, shots, workdir, overrides)
+            print("$", " ".join(command), flush=True)
+            workdir.mkdir(parents=True, exist_ok=True)
+            log = (workdir / "log.txt").open("a")
+            running[method, shots] = (subprocess.Popen(command, cwd=report.ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+        for run, (process, log) in list(running.items()):
+            if process.poll() is not None:
+                log.close()
+                del running[run]
+        time.sleep(0.2)
+    for process, log in running.values():
         if process.poll() is None:
             process.terminate()
         process.wait()
         log.close()
-    return learner_rows(runs, {run: workdir for run, (_, _, workdir) in processes.items()})
+    return learner_rows(runs, workdirs)
 
 
 def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict], dict]:
@@ -366,6 +375,11 @@ def main() -> None:
         "--learner-seconds", type=float, default=480, help="image_learners: wall seconds before the unfinished runs are stopped (saved, resumable) and reported"
     )
     parser.add_argument(
+        "--learners-at-once",
+        type=int,
+        help="image_learners: at most this many runs share the GPU at a time, the next starting as one stops (default: all)",
+    )
+    parser.add_argument(
         "--learners",
         help="image_learners: the runs, comma-separated METHOD or METHOD:SHOTS (default: all five at 1 and 5 shots; the dry run protonet:1,fomaml:1)",
     )
@@ -374,6 +388,8 @@ def main() -> None:
         learner_runs = image_baselines.parse_learners(args.learners or ("protonet:1,fomaml:1" if args.dry_run else ",".join(image_baselines.LEARNERS)))
     except ValueError as error:
         parser.error(str(error))
+    if args.learners_at_once is not None and args.learners_at_once < 1:
+        parser.error(f"--learners-at-once {args.learners_at_once}: give 1 or more (the runs sharing the GPU at a time)")
     if args.prepare:
         prepare(args.data_dir or pathlib.Path.home() / "tensorflow_datasets")
         return
@@ -396,7 +412,9 @@ def main() -> None:
             else:
                 rows, per_episode = {
                     "main_job": lambda: main_job(args.data_dir, scratch, args.dry_run),
-                    "image_learners": lambda: image_learners(args.data_dir, learner_dir, learner_runs, args.dry_run, args.learner_seconds),
+                    "image_learners": lambda: image_learners(
+                        args.data_dir, learner_dir, learner_runs, args.dry_run, args.learner_seconds, args.learners_at_once
+                    ),
                     "mini_imagenet": lambda: mini_imagenet(scratch, args.dry_run),
                 }[part]()
                 written += publish(f"device_{part}", rows, per_episode, args.dry_run, out)

@@ -103,6 +103,32 @@ def test_learner_rows_report_the_finished_and_how_far_the_unfinished_got(tmp_pat
     assert list(per_episode) == ["protonet_1shot"]
 
 
+def test_learners_run_at_most_the_number_at_once_and_those_past_the_time_limit_never_start(tmp_path, monkeypatch):
+    from benchmarks import device, image_baselines
+
+    # Each run a short process that records when it ran and leaves a finished run's validation record.
+    script = (
+        "import json, pathlib, sys, time; workdir = pathlib.Path(sys.argv[1]); start = time.time(); time.sleep(0.6); "
+        "(workdir / 'span.json').write_text(json.dumps([start, time.time()])); "
+        "(workdir / (sys.argv[2] + '_validation.json')).write_text(json.dumps({'steps_run': 1, 'best_step': 1, 'validations_this_run': []}))"
+    )
+    command = lambda method, shots, workdir, overrides: [sys.executable, "-c", script, str(workdir), f"{method}_{shots}shot"]
+    monkeypatch.setattr(image_baselines, "learner_command", command)
+    runs = [("protonet", 1), ("maml", 1), ("anil", 5)]
+    rows, _ = device.image_learners(tmp_path / "data", tmp_path / "runs", runs, dry_run=False, seconds=60, at_once=2)
+    spans = {run: json.loads((image_baselines.run_folder(tmp_path / "runs", *run) / "span.json").read_text()) for run in runs}
+    starts, ends = [spans[run][0] for run in runs], [spans[run][1] for run in runs]
+    assert max(starts) >= min(ends)  # never all three at once
+    assert spans[runs[1]][0] < spans[runs[0]][1]  # but two at once
+    assert [row["steps_run"] for row in rows] == [1, 1, 1]
+
+    late = tmp_path / "late"
+    rows, _ = device.image_learners(tmp_path / "data", late, runs, dry_run=False, seconds=0.3, at_once=1)
+    assert (image_baselines.run_folder(late, *runs[0]) / "log.txt").exists()
+    assert not image_baselines.run_folder(late, *runs[1]).exists() and not image_baselines.run_folder(late, *runs[2]).exists()
+    assert [row["steps_run"] for row in rows] == [0, 0, 0]  # the first stopped before writing, the others never started
+
+
 def test_the_kanjivg_stroke_paths_packed_for_the_gpu_machine_list_and_draw_the_same_characters(tmp_path, monkeypatch):
     import tarfile
 
