@@ -174,7 +174,7 @@ def image_learners(
     # Each process takes an equal share of the GPU's memory, not the 75 % JAX takes by default.
     env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / at_once:.3f}"}
     workdirs = {(method, shots): image_baselines.run_folder(learner_dir, method, shots) for method, shots in runs}
-    pending, running = list(runs), {}
+    pending, running, spans = list(runs), {}, {}
     deadline = time.perf_counter() + seconds
     while (pending or running) and time.perf_counter() < deadline:
         while pending and len(running) < at_once:
@@ -184,18 +184,33 @@ def image_learners(
             print("$", " ".join(command), flush=True)
             workdir.mkdir(parents=True, exist_ok=True)
             log = (workdir / "log.txt").open("a")
+            spans[method, shots] = [time.perf_counter(), None, steps_run(workdir, method, shots)]
             running[method, shots] = (subprocess.Popen(command, cwd=report.ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log)
         for run, (process, log) in list(running.items()):
             if process.poll() is not None:
+                spans[run][1] = time.perf_counter()
                 log.close()
                 del running[run]
         time.sleep(0.2)
-    for process, log in running.values():
+    for run, (process, log) in running.items():
         if process.poll() is None:
             process.terminate()
         process.wait()
+        spans[run][1] = time.perf_counter()
         log.close()
-    return learner_rows(runs, workdirs)
+    rows, per_episode = learner_rows(runs, workdirs)
+    for row in rows:
+        # This call's rate: with one run at a time a lone process's, else its share of the GPU.
+        start, stop, steps_before = spans.get((row["method"], row["shots"]), (None, None, None))
+        row["seconds_this_call"] = round(stop - start, 1) if start is not None else 0.0
+        row["steps_per_s"] = round((row["steps_run"] - steps_before) / (stop - start), 2) if start is not None else None
+    return rows, per_episode
+
+
+def steps_run(workdir: pathlib.Path, method: str, shots: int) -> int:
+    """The steps a run's validation record says it has run (0 before its first check)."""
+    record_path = workdir / f"{method}_{shots}shot_validation.json"
+    return json.loads(record_path.read_text())["steps_run"] if record_path.exists() else 0
 
 
 def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict], dict]:
@@ -447,7 +462,9 @@ TITLES = {
         "Conv-4 from scratch on image episodes of kanjivg_glyphs/mini_28px (renders of glyph stroke data), trained until "
         "validation stops rising (configs/default.py's baseline section), tested on the main job's 600 fixed test "
         "episodes, accuracy +- 95% CI. The runs (all ten, or those --learners names) share the GPU as parallel processes; a run not finished within "
-        "--learner-seconds has no accuracy, only the steps it reached and its best validation so far (100 episodes).",
+        "--learner-seconds has no accuracy, only the steps it reached and its best validation so far (100 episodes). "
+        "steps_per_s: the outer steps this call ran over its wall seconds, compilation included (with --learners-at-once 1 a "
+        "lone process's rate, else its share of the GPU).",
     ),
     "device_mini_imagenet": (
         "GPU: the miniImageNet ResNet-12 path at full size, on fake files",

@@ -121,12 +121,14 @@ def test_learners_run_at_most_the_number_at_once_and_those_past_the_time_limit_n
     assert max(starts) >= min(ends)  # never all three at once
     assert spans[runs[1]][0] < spans[runs[0]][1]  # but two at once
     assert [row["steps_run"] for row in rows] == [1, 1, 1]
+    assert all(row["seconds_this_call"] >= 0.6 and 0 < row["steps_per_s"] <= 1 / 0.6 for row in rows)
 
     late = tmp_path / "late"
     rows, _ = device.image_learners(tmp_path / "data", late, runs, dry_run=False, seconds=0.3, at_once=1)
     assert (image_baselines.run_folder(late, *runs[0]) / "log.txt").exists()
     assert not image_baselines.run_folder(late, *runs[1]).exists() and not image_baselines.run_folder(late, *runs[2]).exists()
     assert [row["steps_run"] for row in rows] == [0, 0, 0]  # the first stopped before writing, the others never started
+    assert rows[0]["steps_per_s"] == 0 and [(row["seconds_this_call"], row["steps_per_s"]) for row in rows[1:]] == [(0.0, None)] * 2
 
 
 def test_the_kanjivg_stroke_paths_packed_for_the_gpu_machine_list_and_draw_the_same_characters(tmp_path, monkeypatch):
