@@ -184,7 +184,7 @@ def image_learners(
             print("$", " ".join(command), flush=True)
             workdir.mkdir(parents=True, exist_ok=True)
             log = (workdir / "log.txt").open("a")
-            spans[method, shots] = [time.perf_counter(), None, steps_run(workdir, method, shots)]
+            spans[method, shots] = [time.perf_counter(), None, validation_record(workdir, method, shots)["steps_run"]]
             running[method, shots] = (subprocess.Popen(command, cwd=report.ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log)
         for run, (process, log) in list(running.items()):
             if process.poll() is not None:
@@ -207,10 +207,10 @@ def image_learners(
     return rows, per_episode
 
 
-def steps_run(workdir: pathlib.Path, method: str, shots: int) -> int:
-    """The steps a run's validation record says it has run (0 before its first check)."""
+def validation_record(workdir: pathlib.Path, method: str, shots: int) -> dict:
+    """A run's validation record (launch/stages.py writes it at every check); before its first, no steps."""
     record_path = workdir / f"{method}_{shots}shot_validation.json"
-    return json.loads(record_path.read_text())["steps_run"] if record_path.exists() else 0
+    return json.loads(record_path.read_text()) if record_path.exists() else {"steps_run": 0, "validations_this_run": []}
 
 
 def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict], dict]:
@@ -218,8 +218,7 @@ def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict
     rows, per_episode = [], {}
     for method, shots in runs:
         workdir = workdirs[method, shots]
-        record_path = workdir / f"{method}_{shots}shot_validation.json"
-        training = json.loads(record_path.read_text()) if record_path.exists() else {"steps_run": 0, "validations_this_run": []}
+        training = validation_record(workdir, method, shots)
         best = max(training["validations_this_run"], key=lambda check: check["validation_accuracy"], default=None)
         row = {
             "method": method,
@@ -351,7 +350,9 @@ def return_learner_runs(learner_dir: pathlib.Path, folder: pathlib.Path) -> list
     `cat device_learner_runs.tgz.* | tar xz` here, and the same command resumes the unfinished on this machine.
     Of each run's progress checkpoints only the newest travels: it is what a resumed run starts from, and the
     older two of the three kept would double what comes back. Returns the parts."""
-    files = [path for path in learner_dir.rglob("*") if path.is_file() and not superseded_checkpoint(path, learner_dir)]
+    progress_folders = [folder for folder in learner_dir.rglob("*_progress") if folder.is_dir()]
+    newest = {folder: max((int(step.name) for step in folder.iterdir() if step.name.isdigit()), default=0) for folder in progress_folders}
+    files = [path for path in learner_dir.rglob("*") if path.is_file() and not superseded_checkpoint(path, newest)]
     whole = folder / "device_learner_runs.tgz"
     pack({f"{LEARNER_RUNS}/{path.relative_to(learner_dir)}": path for path in files}, whole)
     for stale in folder.glob("device_learner_runs.tgz.*"):
@@ -369,13 +370,9 @@ def return_learner_runs(learner_dir: pathlib.Path, folder: pathlib.Path) -> list
     return parts
 
 
-def superseded_checkpoint(path: pathlib.Path, learner_dir: pathlib.Path) -> bool:
-    """Whether path lies in a progress checkpoint older than its folder's newest step."""
-    for step in path.relative_to(learner_dir).parents:
-        if step.parent.name.endswith("_progress") and step.name.isdigit():
-            steps = [int(entry.name) for entry in (learner_dir / step.parent).iterdir() if entry.name.isdigit()]
-            return int(step.name) < max(steps)
-    return False
+def superseded_checkpoint(path: pathlib.Path, newest: dict[pathlib.Path, int]) -> bool:
+    """Whether path lies in a progress checkpoint older than its folder's newest step (newest: folder -> step)."""
+    return any(step.parent in newest and step.name.isdigit() and int(step.name) < newest[step.parent] for step in path.parents)
 
 
 def main() -> None:
