@@ -233,7 +233,14 @@ def learner_rows(runs: list[tuple[str, int]], workdirs: dict) -> tuple[list[dict
         if row["finished"]:
             results = json.loads((workdir / "results.json").read_text())
             (result,) = results["results"]
-            row.update(accuracy_pct=round(100 * result["accuracy"], 2), ci95_pct=round(100 * result["ci95"], 2), dataset=results["dataset"])
+            # The episode list's hash travels with the row, so that its per-episode accuracies can be paired with
+            # another run's even when the run folder does not come back.
+            row.update(
+                accuracy_pct=round(100 * result["accuracy"], 2),
+                ci95_pct=round(100 * result["ci95"], 2),
+                dataset=results["dataset"],
+                test_episodes_sha256=results["test_episodes_sha256"][str(shots)],
+            )
             with np.load(workdir / "per_episode_accuracy.npz") as accuracies:
                 per_episode[f"{method}_{shots}shot"] = accuracies[f"{method}_{shots}shot"]
         rows.append(row)

@@ -86,14 +86,15 @@ def test_learner_rows_report_the_finished_and_how_far_the_unfinished_got(tmp_pat
         workdir.mkdir()
     checks = [{"step": 250, "validation_accuracy": 0.4}, {"step": 500, "validation_accuracy": 0.5}, {"step": 750, "validation_accuracy": 0.45}]
     (finished / "protonet_1shot_validation.json").write_text(json.dumps({"finished": True, "steps_run": 750, "best_step": 500, "validations_this_run": checks}))
-    (finished / "results.json").write_text(json.dumps({"dataset": "d", "results": [{"accuracy": 0.4837, "ci95": 0.008}]}))
+    results = {"dataset": "d", "test_episodes_sha256": {"1": "list"}, "results": [{"accuracy": 0.4837, "ci95": 0.008}]}
+    (finished / "results.json").write_text(json.dumps(results))
     np.savez(finished / "per_episode_accuracy.npz", protonet_1shot=np.full(3, 0.5))
     (stopped / "maml_5shot_validation.json").write_text(json.dumps({"finished": False, "steps_run": 500, "best_step": 500, "validations_this_run": checks[:2]}))
     runs = [("protonet", 1), ("maml", 5), ("metasgd", 1)]
     rows, per_episode = device.learner_rows(runs, dict(zip(runs, (finished, stopped, never))))
     assert rows[0] == {
         "method": "protonet", "shots": 1, "finished": True, "steps_run": 750, "best_step": 500, "best_validation_pct": 50.0,
-        "accuracy_pct": 48.37, "ci95_pct": 0.8, "dataset": "d",
+        "accuracy_pct": 48.37, "ci95_pct": 0.8, "dataset": "d", "test_episodes_sha256": "list",
     }
     assert rows[1] == {
         "method": "maml", "shots": 5, "finished": False, "steps_run": 500, "best_step": 500, "best_validation_pct": 50.0,
