@@ -54,7 +54,7 @@ def main() -> None:
         "difficulty": dataset.difficulty,
         "codepoints": chosen,
         "levels": list(LEVELS),
-        "commit": report.commit(),
+        **report.this_process(report.ROOT),
     }
     (report.ROOT / "benchmarks" / "results" / "glyph_samples.json").write_text(json.dumps(record, indent=2) + "\n")
     print("Wrote docs/glyph_samples.png")

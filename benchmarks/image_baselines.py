@@ -121,6 +121,7 @@ def main() -> None:
         f"`python -m benchmarks.image_baselines --main {args.main} --learners {args.learners} --workdir {args.workdir}"
         + (f" --data_dir {args.data_dir}" if args.data_dir else "")
         + "".join(f" --set {item}" for item in args.set)
+        + (" --reuse" if args.reuse else "")
         + "`. "
         f"Dataset {main_results['dataset']} (renders of KanjiVG glyph stroke data, not Omniglot or miniImageNet). Conv-4 from "
         "scratch on image episodes, Adam 1e-3 outside, 5 inner SGD steps at 0.4 (Meta-SGD: learned rates from 0.4), "

@@ -15,10 +15,13 @@ import sys
 
 import numpy as np
 
-from launch.provenance import code_version, commit, describe_reused
+from launch.provenance import describe_reused, this_process
 from metadiff_jax.evaluate import markdown_table
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Every benchmark imports this module as it starts: its rows record the code it started with, not the code on
+# disk when it publishes, hours later.
+this_process(ROOT)
 
 
 def machine() -> str:
@@ -57,9 +60,9 @@ def publish(
     results.mkdir(parents=True, exist_ok=True)
     if per_episode is not None:
         np.savez(results / f"{name}_per_episode.npz", **per_episode)
-    made_at = commit()
+    made_at = this_process(ROOT)["commit"]
     command = command or f"python -m {module or 'benchmarks.' + name} {' '.join(sys.argv[1:])}".rstrip()
-    made_by = {"commit": made_at, "code_version": code_version(), "command": command, **({} if reused is None else {"reused_runs": reused})}
+    made_by = {**this_process(ROOT), "command": command, **({} if reused is None else {"reused_runs": reused})}
     (results / f"{name}.json").write_text(json.dumps([{**row, **made_by} for row in full_rows or rows], indent=2) + "\n")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"

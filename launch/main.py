@@ -108,7 +108,7 @@ def main(argv) -> None:
     evaluate_only = argv[1:] == ["eval"]
     logging.set_verbosity(logging.WARNING)
     join_processes()
-    from launch import pipeline
+    from launch import pipeline, provenance
     from launch import workdir as workdir_lib
     from launch.errors import Irreproducible, UsageError
     from launch.signals import StopOnSignal, Stopped
@@ -117,6 +117,7 @@ def main(argv) -> None:
     from metadiff_jax.data.episodes import EpisodeError
     from metadiff_jax.loop import Preempted, TrainingDiverged
 
+    provenance.this_process()  # what results.json records: the code as this process started, not as it ends
     stopper = StopOnSignal()
     stopper.install()
     try:

@@ -72,9 +72,22 @@ def config_sha256(config) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def made_by(config) -> dict:
+# root -> this process's first reading of its commit and code version (this_process).
+_STARTED_WITH: dict[pathlib.Path, dict[str, str]] = {}
+
+
+def this_process(root: pathlib.Path = ROOT) -> dict[str, str]:
+    """{"commit", "code_version"} of the checkout at `root` as this process first read them. A run records
+    these, not the files on disk when it ends: work goes on beside a run of hours, and code edited or committed
+    meanwhile is not the code the running process loaded. launch.main and benchmarks.report read them at start."""
+    if root not in _STARTED_WITH:
+        _STARTED_WITH[root] = {"commit": commit(root), "code_version": code_version(root)}
+    return _STARTED_WITH[root]
+
+
+def made_by(config, root: pathlib.Path = ROOT) -> dict:
     """What run.json and results.json record of the code and config that made them."""
-    return {"commit": commit(), "code_version": code_version(), "config_sha256": config_sha256(config)}
+    return {**this_process(root), "config_sha256": config_sha256(config)}
 
 
 def check_runs(run_dirs, reuse: bool, root: pathlib.Path = ROOT) -> list[dict]:

@@ -153,7 +153,7 @@ def check_run_identity(workdir: pathlib.Path, config) -> None:
             "Use a new --workdir, or delete this one to start over."
         )
     started_by = json.loads((workdir / "run.json").read_text()).get("code_version", provenance.NOT_RECORDED)
-    today = provenance.code_version()
+    today = provenance.this_process()["code_version"]
     if started_by != today:
         say(f"[workdir] warning: {workdir} was started by code version {started_by}, today's is {today}: the stages done earlier stay as that code made them")
 

@@ -65,6 +65,17 @@ def test_outside_a_git_checkout_the_identities_are_unknown(tmp_path, checkout):
     assert provenance.commit(checkout / "inner") == provenance.code_version(checkout / "inner") == provenance.UNKNOWN
 
 
+def test_a_process_records_the_code_it_started_with_not_code_edited_or_committed_while_it_ran(checkout, monkeypatch):
+    monkeypatch.setattr(provenance, "_STARTED_WITH", {})
+    config = ml_collections.ConfigDict({"seed": 0})
+    started = provenance.made_by(config, checkout)
+    assert (started["commit"], started["code_version"]) == (provenance.commit(checkout), provenance.code_version(checkout))
+    (checkout / "code.py").write_text("1\n")
+    _git(checkout, "commit", "-qam", "code edited while a run goes on")
+    assert provenance.code_version(checkout) != started["code_version"] and provenance.commit(checkout) != started["commit"]
+    assert provenance.made_by(config, checkout) == started
+
+
 def test_config_sha256_ignores_key_order_and_tells_values_apart():
     config = ml_collections.ConfigDict({"seed": 0, "metadiff": {"steps": 10, "width": 4}})
     reordered = ml_collections.ConfigDict({"metadiff": {"width": 4, "steps": 10}, "seed": 0})
@@ -81,6 +92,7 @@ def test_run_json_records_the_code_and_config_and_a_resume_by_other_code_is_warn
     # Fixed identities: the working tree may be edited while the test runs.
     monkeypatch.setattr(provenance, "commit", lambda root=provenance.ROOT: "c0ffee")
     monkeypatch.setattr(provenance, "code_version", lambda root=provenance.ROOT: "feedfacecafe")
+    monkeypatch.setattr(provenance, "_STARTED_WITH", {})
     config = default.get_config()
     workdir.record_run(tmp_path, config)
     record = json.loads((tmp_path / "run.json").read_text())
@@ -150,8 +162,7 @@ def test_publish_records_the_command_commit_and_code_version_in_every_row(tmp_pa
     from benchmarks import report
 
     monkeypatch.setattr(report, "ROOT", tmp_path)
-    monkeypatch.setattr(report, "commit", lambda: "c0ffee")
-    monkeypatch.setattr(report, "code_version", lambda: "feedfacecafe")
+    monkeypatch.setattr(report, "this_process", lambda root: {"commit": "c0ffee", "code_version": "feedfacecafe"})
     monkeypatch.setattr(sys, "argv", ["demo.py", "--seeds", "0,1"])
     report.publish("demo", [{"a": 1}, {"a": 2}], "Demo")
     rows = json.loads((tmp_path / "benchmarks" / "results" / "demo.json").read_text())
