@@ -82,6 +82,8 @@ def paired_row(method: str, shots: int, workdir: pathlib.Path, main: pathlib.Pat
         "outer_steps_run": budget["steps_run"],
         "best_step": budget["best_step"],
         "meta_batch": results["config"]["baseline"]["meta_batch"],
+        # Wall minutes of meta-training in the process that finished the run (a resumed run: its last process).
+        "training_minutes": round(results["stage_seconds"][f"{method} {shots}-shot"] / 60, 1),
     }
     return row, values
 
@@ -128,7 +130,8 @@ def main() -> None:
         "trained until validation accuracy stopped rising (100 validation episodes every 250 outer steps, patience 4) and "
         "tested at its best step on validation; test-time batch norm uses the query batch's statistics (transductive, as in "
         "MAML's paper). Paired per episode, on the same 600 test episodes, against the main run's MetaDiff and its strongest "
-        "rival on validation. minutes_this_call counts only this call's work (0 when the run was finished earlier).",
+        "rival on validation. training_minutes: wall minutes of meta-training in the process that finished the run (its "
+        "last, when resumed); minutes_this_call counts only this call's work (0 when the run was finished earlier).",
         reused=reused,
         per_episode=per_episode,
     )

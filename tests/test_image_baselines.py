@@ -44,6 +44,7 @@ def test_a_finished_learner_is_paired_per_episode_on_the_same_episodes_only(tmp_
     assert row["vs_rival_points"] == pytest.approx(100 * (protonet - 0.4).mean(), abs=0.006) and row["rival"] == "ridge"
     record = json.loads((SAVED_RUN / "protonet_1shot_validation.json").read_text())
     assert (row["outer_steps_run"], row["best_step"]) == (record["steps_run"], record["best_step"])
+    assert row["training_minutes"] == round(saved["stage_seconds"]["protonet 1-shot"] / 60, 1) > 0
 
     other = made_up_main(tmp_path / "other", "0" * len(digest), metadiff, ridge)
     with pytest.raises(SystemExit, match="tested on other 1-shot episodes"):
