@@ -60,13 +60,12 @@ def publish(
     results.mkdir(parents=True, exist_ok=True)
     if per_episode is not None:
         np.savez(results / f"{name}_per_episode.npz", **per_episode)
-    made_at = this_process(ROOT)["commit"]
     command = command or f"python -m {module or 'benchmarks.' + name} {' '.join(sys.argv[1:])}".rstrip()
     made_by = {**this_process(ROOT), "command": command, **({} if reused is None else {"reused_runs": reused})}
     (results / f"{name}.json").write_text(json.dumps([{**row, **made_by} for row in full_rows or rows], indent=2) + "\n")
     section = (
         f"<!-- {name}:start -->\n## {title}\n\n"
-        f"`python -m {module or 'benchmarks.' + name}` on {datetime.date.today().isoformat()}, {machine()}, commit {made_at}.\n\n"
+        f"`python -m {module or 'benchmarks.' + name}` on {datetime.date.today().isoformat()}, {machine()}, commit {made_by['commit']}.\n\n"
         + (notes.strip() + "\n\n" if notes else "")
         + table
         + f"\n<!-- {name}:end -->"

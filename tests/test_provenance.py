@@ -65,6 +65,16 @@ def test_outside_a_git_checkout_the_identities_are_unknown(tmp_path, checkout):
     assert provenance.commit(checkout / "inner") == provenance.code_version(checkout / "inner") == provenance.UNKNOWN
 
 
+def test_commit_is_marked_changed_by_code_edits_but_not_by_the_outputs_a_benchmark_writes(checkout):
+    head = provenance.commit(checkout)
+    assert len(head) == 12 and not head.endswith("+changes")
+    (checkout / "BENCHMARKS.md").write_text("1\n")
+    (checkout / "benchmarks" / "results" / "a.json").write_text("1\n")
+    assert provenance.commit(checkout) == head
+    (checkout / "code.py").write_text("1\n")
+    assert provenance.commit(checkout) == head + "+changes"
+
+
 def test_a_process_records_the_code_it_started_with_not_code_edited_or_committed_while_it_ran(checkout, monkeypatch):
     monkeypatch.setattr(provenance, "_STARTED_WITH", {})
     config = ml_collections.ConfigDict({"seed": 0})
