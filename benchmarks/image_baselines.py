@@ -57,6 +57,19 @@ def learner_command(method: str, shots: int, workdir: pathlib.Path, overrides: l
     return [*command, *overrides, f"--config.episodes.shots=({shots},)"]
 
 
+def trained_by(record: dict) -> str:
+    """The processes that trained a run, from its validation record: "steps A-B at COMMIT in M min; ...";
+    records written before they listed processes say "not recorded"."""
+    processes = record.get("processes", [])
+    if not processes:
+        return provenance.NOT_RECORDED
+    def described(process: dict) -> str:
+        code = " (commit not recorded)" if process["commit"] == provenance.NOT_RECORDED else f" at {process['commit']}"
+        return f"steps {process['from_step']}-{process['to_step']}{code}" + ("" if process["minutes"] is None else f" in {process['minutes']} min")
+
+    return "; ".join(described(process) for process in processes)
+
+
 def paired_row(method: str, shots: int, workdir: pathlib.Path, main: pathlib.Path) -> tuple[dict, object]:
     """A finished learner's row, paired per episode with the main run's MetaDiff and its strongest rival on
     validation, and its per-episode accuracies; refused when the two were tested on other episodes."""
@@ -84,6 +97,7 @@ def paired_row(method: str, shots: int, workdir: pathlib.Path, main: pathlib.Pat
         "meta_batch": results["config"]["baseline"]["meta_batch"],
         # Wall minutes of meta-training in the process that finished the run (a resumed run: its last process).
         "training_minutes": round(results["stage_seconds"][f"{method} {shots}-shot"] / 60, 1),
+        "trained_by": trained_by(budget),
     }
     return row, values
 
@@ -131,7 +145,8 @@ def main() -> None:
         "tested at its best step on validation; test-time batch norm uses the query batch's statistics (transductive, as in "
         "MAML's paper). Paired per episode, on the same 600 test episodes, against the main run's MetaDiff and its strongest "
         "rival on validation. training_minutes: wall minutes of meta-training in the process that finished the run (its "
-        "last, when resumed); minutes_this_call counts only this call's work (0 when the run was finished earlier).",
+        "last, when resumed); trained_by: each process that trained it, its steps, commit and wall minutes; "
+        "minutes_this_call counts only this call's work (0 when the run was finished earlier).",
         reused=reused,
         per_episode=per_episode,
     )

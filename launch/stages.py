@@ -18,12 +18,13 @@ import dataclasses
 import functools
 import json
 import pathlib
+import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from launch import feature_cache, settings
+from launch import feature_cache, provenance, settings
 from launch.errors import UsageError
 from launch.report import say
 from launch.signals import StopOnSignal
@@ -50,10 +51,24 @@ class Job:
             raise UsageError(f"{self.workdir} has no finished {what}; `eval` evaluates a finished run: run the main job there first.")
 
 
+def _latest_saved_step(progress: pathlib.Path) -> int:
+    """The step of the latest checkpoint a stopped run left in `progress` (where a rerun resumes), 0 if none."""
+    return max((int(p.name) for p in progress.iterdir() if p.name.isdigit()), default=0) if progress.is_dir() else 0
+
+
 def _resuming(progress: pathlib.Path) -> str:
     """", resuming from the checkpoint of step N" where a stopped run left checkpoints, else ""."""
-    saved_steps = sorted(int(p.name) for p in progress.iterdir() if p.name.isdigit()) if progress.is_dir() else []
-    return f", resuming from the checkpoint of step {saved_steps[-1]}" if saved_steps else ""
+    step = _latest_saved_step(progress)
+    return f", resuming from the checkpoint of step {step}" if step else ""
+
+
+def earlier_processes(record_path: pathlib.Path, first_step: int) -> list[dict]:
+    """The processes that trained a resumed baseline before this one, from its validation record: none for a run
+    from step 0; for a record written before records listed processes, one whose commit was not recorded."""
+    if first_step == 0 or not record_path.exists():
+        return []
+    record = json.loads(record_path.read_text())
+    return record.get("processes", [{"commit": provenance.NOT_RECORDED, "from_step": 0, "to_step": record["steps_run"], "minutes": None}])
 
 
 def _made_from(config, data_identity: str, shots: int) -> dict:
@@ -259,6 +274,16 @@ def baseline(job: Job, shots: int, spec, splits):
         history = []
 
         record_path = workdir / f"{config.method}_{shots}shot_validation.json"
+        # Every process that trained the run, with its commit, steps and wall minutes: a run resumed across
+        # sessions is traced to each code that trained part of it.
+        first_step, started = _latest_saved_step(progress), time.perf_counter()
+        earlier = earlier_processes(record_path, first_step)
+
+        def write_record(finished: bool, steps_run: int, best_step: int) -> None:
+            minutes = round((time.perf_counter() - started) / 60, 1)
+            this = {"commit": provenance.this_process()["commit"], "from_step": first_step, "to_step": steps_run, "minutes": minutes}
+            record = {"finished": finished, "steps_run": steps_run, "best_step": best_step, "validations_this_run": history, "processes": [*earlier, this]}
+            write_text(record_path, json.dumps(record, indent=2))
 
         def validate(state, step: int) -> float:
             accuracy = float(evaluate.image_episode_accuracies(learner.query_accuracy, state, validation_images, progress=False, mesh=job.mesh).mean())
@@ -266,9 +291,7 @@ def baseline(job: Job, shots: int, spec, splits):
             history.append({"step": step, "validation_accuracy": accuracy})
             if parallel.is_main_process():
                 # Written at every check, so a run stopped before its end still says how far it got.
-                best = max(history, key=lambda record: record["validation_accuracy"])
-                record = {"finished": False, "steps_run": step, "best_step": best["step"], "validations_this_run": history}
-                write_text(record_path, json.dumps(record, indent=2))
+                write_record(False, step, max(history, key=lambda record: record["validation_accuracy"])["step"])
             return accuracy
 
         with job.stopper.deferred():
@@ -293,8 +316,7 @@ def baseline(job: Job, shots: int, spec, splits):
         best, best_step = checkpoints.restore_best(str(progress), state)
         say(f"[{label}] trained {len(losses)} steps; the best on validation is step {best_step}, kept and tested")
         if parallel.is_main_process():
-            record = {"finished": True, "steps_run": len(losses), "best_step": best_step, "validations_this_run": history}
-            write_text(record_path, json.dumps(record, indent=2))
+            write_record(True, len(losses), best_step)
         for index in range(9, len(losses), 10):
             writer.add_scalar(f"{config.method}_{shots}shot/loss", float(losses[index]), index)
         return best

@@ -189,6 +189,8 @@ def test_a_baseline_trains_and_evaluates_through_the_main_entry_point(tmp_path, 
     assert (workdir / "checkpoints" / "protonet_1shot").is_dir()
     record = json.loads((workdir / "protonet_1shot_validation.json").read_text())
     assert record["finished"] and record["steps_run"] == 3 and [check["step"] for check in record["validations_this_run"]] == [1, 2, 3]
+    (process,) = record["processes"]
+    assert (process["commit"], process["from_step"], process["to_step"]) == (results["commit"], 0, 3) and process["minutes"] >= 0
 
     # The same job on two processes: each samples half of every batch of episodes, the outer step averages
     # the two halves' gradients, and evaluation spreads the test episodes over both.

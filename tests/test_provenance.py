@@ -114,6 +114,24 @@ def test_run_json_records_the_code_and_config_and_a_resume_by_other_code_is_warn
     assert "started by code version 0123456789ab, today's is feedfacecafe" in capsys.readouterr().out
 
 
+def test_a_resumed_baseline_keeps_the_processes_that_trained_it_before_and_names_them_in_its_row(tmp_path):
+    from benchmarks import image_baselines
+    from launch import stages
+
+    record_path = tmp_path / "maml_5shot_validation.json"
+    assert stages.earlier_processes(record_path, 0) == []
+    # A record from before records listed processes: its steps are kept, the code that ran them is not known.
+    record_path.write_text(json.dumps({"finished": False, "steps_run": 441, "best_step": 441, "validations_this_run": []}))
+    assert stages.earlier_processes(record_path, 0) == []  # no checkpoint: the run starts over
+    before = stages.earlier_processes(record_path, 441)
+    assert before == [{"commit": provenance.NOT_RECORDED, "from_step": 0, "to_step": 441, "minutes": None}]
+    second = {"commit": "4add57b00000", "from_step": 441, "to_step": 1000, "minutes": 15.5}
+    record_path.write_text(json.dumps({"finished": False, "steps_run": 1000, "best_step": 750, "validations_this_run": [], "processes": [*before, second]}))
+    assert stages.earlier_processes(record_path, 1000) == [*before, second]
+    assert image_baselines.trained_by({"processes": [*before, second]}) == "steps 0-441 (commit not recorded); steps 441-1000 at 4add57b00000 in 15.5 min"
+    assert image_baselines.trained_by({"steps_run": 3}) == provenance.NOT_RECORDED
+
+
 def test_check_runs_refuses_runs_made_by_other_code_naming_each_and_lists_them_when_reused(tmp_path, checkout):
     today = provenance.code_version(checkout)
     same = _finished_run(tmp_path / "same", commit="abc", code_version=today)
