@@ -28,6 +28,7 @@ import time
 
 from benchmarks import report
 from launch import compare, provenance
+from launch import report as launch_report
 from metadiff_jax import evaluate
 
 LEARNERS = ("protonet", "maml", "fomaml", "anil", "metasgd")
@@ -96,7 +97,7 @@ def paired_row(method: str, shots: int, workdir: pathlib.Path, main: pathlib.Pat
         "best_step": budget["best_step"],
         "meta_batch": results["config"]["baseline"]["meta_batch"],
         # Wall minutes of meta-training in the process that finished the run (a resumed run: its last process).
-        "training_minutes": round(results["stage_seconds"][f"{method} {shots}-shot"] / 60, 1),
+        "training_minutes": round(results["stage_seconds"][launch_report.stage_name(method, shots)] / 60, 1),
         "trained_by": trained_by(budget),
     }
     return row, values

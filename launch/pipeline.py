@@ -70,10 +70,10 @@ def run(config, workdir: pathlib.Path, stopper: StopOnSignal | None = None, eval
         if config.method == "metadiff":
             validation = stages.validation_episodes(job, features, spec)
             stages.evaluate_rivals(job, outcome, shots, spec, features, plan, validation)
-            with outcome.timed(f"metadiff {shots}-shot"):
+            with outcome.timed(report.stage_name("metadiff", shots)):
                 stages.evaluate_metadiff(job, outcome, shots, spec, features, plan, validation)
         else:
-            with outcome.timed(f"{config.method} {shots}-shot"):
+            with outcome.timed(report.stage_name(config.method, shots)):
                 stages.evaluate_baseline(job, outcome, shots, spec, splits, plan)
     for result in outcome.results:
         writer.add_scalar(f"test/{result.method}_{result.shots}shot_accuracy", result.accuracy, 0)

@@ -25,6 +25,12 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
+def stage_name(what: str, shots: int) -> str:
+    """The name of one shot count's stage of `what` (a learner or rival): its log label, its key in results.json's
+    stage_seconds, read back by the benchmarks."""
+    return f"{what} {shots}-shot"
+
+
 @dataclasses.dataclass
 class Outcome:
     """Everything the evaluation stages produce, gathered for the report."""

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from launch import feature_cache, provenance, settings
+from launch import feature_cache, provenance, report, settings
 from launch.errors import UsageError
 from launch.report import say
 from launch.signals import StopOnSignal
@@ -176,7 +176,7 @@ def trained_denoiser(job: Job, name: str, shots: int, spec, features, overrides:
     trained, resuming from workdir/checkpoints/<name>_<shots>shot_progress where a stopped run left it."""
     config, workdir, writer = job.config, job.workdir, job.writer
     training = dataclasses.replace(settings.train_config(config), **overrides)
-    label = f"{name} {shots}-shot"
+    label = report.stage_name(name, shots)
     if training.patience is not None and not config.checkpoint.validation_episodes:
         say(f"[{label}] checkpoint.validation_episodes = 0: no validation to stop on, so all {training.steps} steps are trained")
         training = dataclasses.replace(training, patience=None)
@@ -248,7 +248,7 @@ def baseline(job: Job, shots: int, spec, splits):
     config, workdir, writer = job.config, job.workdir, job.writer
     learner = settings.make_baseline(config, spec.ways)
     state = learner.init(jax.random.PRNGKey(config.seed), np.zeros((1, *splits["train"].image_shape), np.float32))
-    label = f"{config.method} {shots}-shot"
+    label = report.stage_name(config.method, shots)
 
     def meta_train():
         progress = workdir.absolute() / "checkpoints" / f"{config.method}_{shots}shot_progress"
@@ -383,12 +383,12 @@ def evaluate_rivals(job: Job, outcome, shots: int, spec, features, plan, validat
         evaluate.episodes_from_plan(features["test"], plan),
         lambda name, overrides: trained_denoiser(job, name, shots, spec, features, overrides),
     )
-    with outcome.timed(f"prototypes {shots}-shot"):
+    with outcome.timed(report.stage_name("prototypes", shots)):
         selected = {"prototypes": rivals.select_prototypes(context)}
     outcome.baselines[f"prototypes {shots}-shot"] = float(selected["prototypes"].test_accuracies.mean())
     for name, rival_settings in rows.items():
         rival = rivals.RIVALS[name]
-        with outcome.timed(f"{rival.row} {shots}-shot"):
+        with outcome.timed(report.stage_name(rival.row, shots)):
             selected[rival.row] = rival.select(rival_settings, context)
     for row, chosen in selected.items():
         outcome.add(row, chosen.test_accuracies, spec, plan)
