@@ -111,45 +111,43 @@ def checkpointed_loop(
             losses[index] = parallel.host_value(loss)
         pending.clear()
 
-    def finish_saves() -> None:
-        for open_manager in (manager, best):
-            if open_manager is not None:
-                open_manager.wait_until_finished()
-
     def stalled() -> bool:
         seen = np.flatnonzero(np.isfinite(validation))
         return patience is not None and len(seen) > 0 and int(np.sum(seen > seen[np.argmax(validation[seen])])) >= patience
 
     done = first_step
-    with tqdm.trange(first_step, steps, initial=first_step, total=steps, desc=description, unit="step", disable=not progress) as bar:
-        for step in bar:
-            state, metrics = step_fn(state, next(batches), rng)
-            pending.append((step, metrics["loss"]))
-            if wait_each_step:
-                jax.block_until_ready(state)
-            done = step + 1
-            stop = should_stop is not None and should_stop()
-            # The last step is always saved (and validated): a finished run's best is among all it saw.
-            save = manager is not None and (stop or done % checkpoints.every == 0 or done == steps)
-            if save or done % check_every == 0 or done == steps:
-                check(state, metrics)
-                bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
-            if save:
-                flush()
-                if best is not None:
-                    validation[step] = accuracy = float(validate(state, done))
-                    checkpoints_lib.save_record(best, done, best_item(state), {"validation_accuracy": accuracy})
-                    bar.set_postfix(loss=f"{losses[step]:.4f}", validation=f"{accuracy:.4f}")
-                checkpoints_lib.save_record(manager, done, {"state": state, "rng": rng, "losses": losses, "validation": validation})
-            if stop:
-                finish_saves()
-                raise Preempted(done, checkpoints.directory if checkpoints else None)
-            if stalled():
-                bar.write(f"{description}: stopped early at step {done}: {patience} validations without a better one")
-                break
-    flush()
-    finish_saves()
-    for open_manager in (manager, best):
-        if open_manager is not None:
-            open_manager.close()
+    try:
+        with tqdm.trange(first_step, steps, initial=first_step, total=steps, desc=description, unit="step", disable=not progress) as bar:
+            for step in bar:
+                state, metrics = step_fn(state, next(batches), rng)
+                pending.append((step, metrics["loss"]))
+                if wait_each_step:
+                    jax.block_until_ready(state)
+                done = step + 1
+                stop = should_stop is not None and should_stop()
+                # The last step is always saved (and validated): a finished run's best is among all it saw.
+                save = manager is not None and (stop or done % checkpoints.every == 0 or done == steps)
+                if save or done % check_every == 0 or done == steps:
+                    check(state, metrics)
+                    bar.set_postfix(loss=f"{float(parallel.host_value(metrics['loss'])):.4f}")
+                if save:
+                    flush()
+                    if best is not None:
+                        validation[step] = accuracy = float(validate(state, done))
+                        checkpoints_lib.save_record(best, done, best_item(state), {"validation_accuracy": accuracy})
+                        bar.set_postfix(loss=f"{losses[step]:.4f}", validation=f"{accuracy:.4f}")
+                    checkpoints_lib.save_record(manager, done, {"state": state, "rng": rng, "losses": losses, "validation": validation})
+                if stop:
+                    raise Preempted(done, checkpoints.directory if checkpoints else None)
+                if stalled():
+                    bar.write(f"{description}: stopped early at step {done}: {patience} validations without a better one")
+                    break
+        flush()
+    finally:
+        # Every way out (divergence, a signal, an error) waits for the saves in flight: a process that exits
+        # while orbax still commits one loses it, and can hang at shutdown (seen on CI after a divergence).
+        for open_manager in (manager, best):
+            if open_manager is not None:
+                open_manager.wait_until_finished()
+                open_manager.close()
     return state, losses[: max(done, first_step)]

@@ -42,8 +42,10 @@ def _made_once(tmp_path_factory, worker_id: str, name: str):
 
 
 @pytest.fixture(scope="session")
-def made_once(tmp_path_factory, worker_id):
+def made_once(tmp_path_factory, request):
     """`with made_once(name) as (folder, fresh):` fill `folder` when `fresh`; see _made_once."""
+    # pytest-xdist's `worker_id` fixture, read so that a run without xdist (`-p no:xdist`) works too.
+    worker_id = getattr(request.config, "workerinput", {}).get("workerid", "master")
     return functools.partial(_made_once, tmp_path_factory, worker_id)
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from test_main import TINY, run_main
 
+from metadiff_jax import checkpoints
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -144,5 +146,11 @@ def test_a_diverging_run_is_reported_as_such_and_keeps_its_last_good_checkpoint(
     assert "the loss or a gradient was NaN or Inf" in result.stderr
     diverged_at = int(re.search(r"diverged at step (\d+)", result.stderr).group(1))
     assert not (workdir / "results.json").exists()  # not reported as a result
-    saved = [int(p.name) for p in (workdir / "checkpoints" / "metadiff_1shot_progress").iterdir() if p.name.isdigit()]
-    assert all(step <= diverged_at for step in saved)  # checkpoints of good steps only (none if step 0 diverged)
+    # Step 0 starts from the initial weights, so its loss and gradient are finite; the update it makes is not.
+    # With a save every step, the last good state (after `diverged_at` steps) is on disk, committed, and
+    # nothing later: the save still in flight when training stops is finished, not abandoned at exit.
+    progress = workdir / "checkpoints" / "metadiff_1shot_progress"
+    saved = [int(p.name) for p in progress.iterdir() if p.name.isdigit()]
+    assert diverged_at >= 1 and max(saved) == diverged_at and checkpoints.is_saved(progress / str(diverged_at))
+    assert not [p.name for p in progress.iterdir() if "tmp" in p.name]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
