@@ -144,10 +144,10 @@ def checkpointed_loop(
                     break
         flush()
     finally:
-        # Every way out (divergence, a signal, an error) waits for the saves in flight: a process that exits
-        # while orbax still commits one loses it, and can hang at shutdown (seen on CI after a divergence).
+        # Every way out (divergence, a signal, an error) waits for the saves in flight (orbax's close() does): a
+        # process that exits while orbax still commits one loses it, and can hang at shutdown (seen on CI after a
+        # divergence).
         for open_manager in (manager, best):
             if open_manager is not None:
-                open_manager.wait_until_finished()
                 open_manager.close()
     return state, losses[: max(done, first_step)]
